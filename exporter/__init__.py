@@ -1,0 +1,10 @@
+"""orchestra-otel: export Arcee Orchestra workflow runs as OpenTelemetry traces."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("orchestra-otel")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,119 @@
+"""Wiring: settings -> client, ledger, sink, poller. Shared by every command."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from exporter import __version__
+from exporter.config import Settings
+from exporter.errors import ApiAuthError
+from exporter.mapping.attributes import SCOPE_NAME
+from exporter.mapping.spans import MappingOptions
+from exporter.poller import Poller, PollResult, PollSettings
+from exporter.sink.base import SpanSink
+from exporter.source.client import OrchestraClient
+from exporter.source.retry import RetryPolicy
+from exporter.state import Ledger
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SERVICE_NAME = "orchestra"
+
+
+def build_resource() -> Resource:
+    """SDK defaults and OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES; service 'orchestra'.
+
+    The spans describe Orchestra's workflows, so that is the service a Jaeger user looks
+    for; the environment variables still win.
+    """
+    resource = Resource.create({})
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    return resource
+
+
+def mapping_options(settings: Settings) -> MappingOptions:
+    return MappingOptions(
+        resource=build_resource(),
+        scope=InstrumentationScope(SCOPE_NAME, __version__),
+        capture_content=settings.capture_content,
+        content_max_length=settings.content_max_length,
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    client: OrchestraClient
+    ledger: Ledger
+    sink: SpanSink
+    poller: Poller
+    _auth_failing: bool = False
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        self.sink.shutdown()
+        self.ledger.close()
+
+    async def poll_and_log(self) -> PollResult:
+        result = await self.poller.poll()
+        self._log_result(result)
+        return result
+
+    async def discover(self) -> None:
+        try:
+            await self.poller.discover()
+        except ApiAuthError as exc:
+            self._log_auth(exc)
+
+    def _log_result(self, result: PollResult) -> None:
+        if result.auth_failed:
+            self._log_auth(None)
+        elif self._auth_failing:
+            self._auth_failing = False
+            log.warning("the API accepts the key again; polling resumed")
+        level = logging.WARNING if result.errors else logging.INFO
+        log.log(level, result.summary())
+        for error in dict.fromkeys(result.errors):
+            log.log(level, "  %s", error)
+
+    def _log_auth(self, exc: ApiAuthError | None) -> None:
+        """Said once per outage: the key is wrong until someone fixes it."""
+        if self._auth_failing:
+            return
+        self._auth_failing = True
+        log.error(
+            "the Orchestra API rejected the API key%s; check ORCHESTRA_API_KEY or "
+            "ORCHESTRA_API_KEY_FILE. The daemon keeps polling and recovers by itself "
+            "once the key works.",
+            f" ({exc})" if exc else "",
+        )
+
+
+def open_runtime(settings: Settings, sink: SpanSink, api_key: str) -> Runtime:
+    retry = RetryPolicy(max_delay=min(30.0, settings.poll_interval))
+    client = OrchestraClient(
+        settings.base_url,
+        api_key,
+        timeout=settings.api_timeout,
+        max_concurrency=settings.api_concurrency,
+        retry=retry,
+    )
+    ledger = Ledger(settings.state_path)
+    poller = Poller(
+        client,
+        ledger,
+        sink,
+        mapping_options(settings),
+        PollSettings(
+            workflows=settings.workflows,
+            lookback_s=settings.lookback,
+            shard=settings.shard,
+            export_batch_size=settings.export_batch_size,
+        ),
+    )
+    return Runtime(settings, client, ledger, sink, poller)

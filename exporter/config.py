@@ -1,0 +1,272 @@
+"""Settings: built-in defaults < YAML file < environment < command-line flags.
+
+Every key has one name per source (``poll_interval`` in YAML, ``ORCHESTRA_POLL_INTERVAL``
+in the environment, ``--poll-interval`` on the command line). Validation reports every
+problem at once, each naming the key the way the user wrote it and what is allowed,
+like the OpenTelemetry Collector's `Validate()`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from exporter.errors import ConfigError
+from exporter.sink.otlp import PROTOCOLS, otlp_endpoint, otlp_protocol
+from exporter.source.client import DEFAULT_BASE_URL
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Key:
+    field: str
+    env: str
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+KEYS: Final = (
+    Key("base_url", "ORCHESTRA_BASE_URL", "API base URL"),
+    Key("api_key", "ORCHESTRA_API_KEY", "bearer token (prefer the file or the environment)"),
+    Key("api_key_file", "ORCHESTRA_API_KEY_FILE", "file holding the bearer token"),
+    Key("workflows", "ORCHESTRA_WORKFLOWS", "'all' or comma-separated workflow ids"),
+    Key("poll_interval", "ORCHESTRA_POLL_INTERVAL", "seconds between polls"),
+    Key(
+        "lookback", "ORCHESTRA_LOOKBACK", "on first start, export runs that ended this recently (s)"
+    ),
+    Key("state_path", "ORCHESTRA_STATE_PATH", "SQLite ledger file"),
+    Key("capture_content", "ORCHESTRA_CAPTURE_CONTENT", "put prompts/outputs on spans"),
+    Key("content_max_length", "ORCHESTRA_CONTENT_MAX_LENGTH", "characters kept of each value"),
+    Key("discovery_interval", "ORCHESTRA_DISCOVERY_INTERVAL", "seconds between workflow refreshes"),
+    Key("shard", "ORCHESTRA_SHARD", "i/n: this replica's share of the workflows"),
+    Key("http_addr", "ORCHESTRA_HTTP_ADDR", "host:port for /metrics, /healthz, /readyz, or off"),
+    Key("log_level", "ORCHESTRA_LOG_LEVEL", "debug, info, warning or error"),
+    Key("log_format", "ORCHESTRA_LOG_FORMAT", "text or json"),
+    Key("api_timeout", "ORCHESTRA_API_TIMEOUT", "seconds before an API request times out"),
+    Key("api_concurrency", "ORCHESTRA_API_CONCURRENCY", "API requests in flight at most"),
+    Key("export_batch_size", "ORCHESTRA_EXPORT_BATCH_SIZE", "spans per OTLP request at most"),
+)
+KEYS_BY_FIELD: Final = {key.field: key for key in KEYS}
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = DEFAULT_BASE_URL
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    workflows: tuple[str, ...] = ()  # empty: all
+    poll_interval: float = Field(30.0, gt=0, le=86_400)
+    lookback: float = Field(3600.0, ge=0)
+    state_path: Path = Path("./orchestra-otel.db")
+    capture_content: bool = False
+    content_max_length: int = Field(2048, ge=16, le=1_000_000)
+    discovery_interval: float = Field(300.0, gt=0)
+    shard: tuple[int, int] = (0, 1)
+    http_addr: tuple[str, int] | None = ("127.0.0.1", 9464)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    api_timeout: float = Field(10.0, gt=0, le=600)
+    api_concurrency: int = Field(4, ge=1, le=64)
+    export_batch_size: int = Field(512, ge=1, le=10_000)
+    otlp_protocol: str = "grpc"
+    otlp_endpoint: str | None = None  # from OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("workflows", mode="before")
+    @classmethod
+    def _workflow_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            items = [part.strip() for part in value.split(",") if part.strip()]
+            return () if items in ([], ["all"]) else tuple(items)
+        return value
+
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _shard(cls, value: object) -> object:
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+            if match is None:
+                raise ValueError("must look like i/n, e.g. 0/3")
+            value = (int(match[1]), int(match[2]))
+        if isinstance(value, (tuple, list)) and len(value) == 2:
+            index, count = int(value[0]), int(value[1])
+            if count < 1 or not 0 <= index < count:
+                raise ValueError("needs n >= 1 and 0 <= i < n")
+            return (index, count)
+        return value
+
+    @field_validator("http_addr", mode="before")
+    @classmethod
+    def _http_addr(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("off", "")):
+            return None
+        if isinstance(value, str):
+            host, sep, port = value.strip().rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError("must be host:port (port 0-65535) or off")
+            return (host.strip("[]") or "127.0.0.1", int(port))
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("otlp_protocol")
+    @classmethod
+    def _protocol(cls, value: str) -> str:
+        if value not in PROTOCOLS:
+            raise ValueError(f"must be one of {', '.join(PROTOCOLS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Settings:
+        if self.api_key is not None and self.api_key_file is not None:
+            raise ValueError("set the API key or the API key file, not both")
+        return self
+
+    @property
+    def otlp_enabled(self) -> bool:
+        return bool(self.otlp_endpoint)
+
+    def api_key_value(self) -> str | None:
+        """The bearer token, from the key or the key file (surrounding whitespace stripped)."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value().strip()
+        if self.api_key_file is not None:
+            return self.api_key_file.read_text(encoding="utf-8").strip()
+        return None
+
+
+@dataclass(frozen=True)
+class _Sourced:
+    value: object
+    label: str  # how the user wrote the key: ORCHESTRA_X, --x, or file.yaml: x
+
+
+def load_settings(
+    *,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, object] | None = None,
+    require_api_key: bool = True,
+) -> Settings:
+    """Merge every source and validate once; raise ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    merged: dict[str, _Sourced] = {}
+    if config_path is not None:
+        merged.update(_from_yaml(config_path, problems))
+    merged.update(_from_env(environ))
+    merged.update(
+        {name: _Sourced(value, KEYS_BY_FIELD[name].flag) for name, value in (flags or {}).items()}
+    )
+    merged["otlp_protocol"] = _Sourced(otlp_protocol(environ), "OTEL_EXPORTER_OTLP_PROTOCOL")
+    merged["otlp_endpoint"] = _Sourced(otlp_endpoint(environ), "OTEL_EXPORTER_OTLP_ENDPOINT")
+    settings = _validate(merged, problems)
+    if settings is not None:
+        problems.extend(_check_api_key(settings, merged, require_api_key))
+    if problems or settings is None:
+        raise ConfigError(problems)
+    return settings
+
+
+def _from_yaml(path: Path, problems: list[str]) -> dict[str, _Sourced]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        problems.append(f"{path}: cannot read the config file ({exc.strerror or exc})")
+        return {}
+    except yaml.YAMLError as exc:
+        problems.append(f"{path}: not valid YAML ({exc})".replace("\n", " "))
+        return {}
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        problems.append(f"{path}: must be a mapping of keys to values")
+        return {}
+    found: dict[str, _Sourced] = {}
+    for name, value in document.items():
+        if name not in KEYS_BY_FIELD:
+            known = ", ".join(KEYS_BY_FIELD)
+            problems.append(f"{path}: {name}: unknown key (known keys: {known})")
+        else:
+            found[name] = _Sourced(value, f"{path}: {name}")
+    return found
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, _Sourced]:
+    return {
+        key.field: _Sourced(environ[key.env], key.env)
+        for key in KEYS
+        if environ.get(key.env, "") != ""
+    }
+
+
+def _validate(merged: Mapping[str, _Sourced], problems: list[str]) -> Settings | None:
+    try:
+        return Settings.model_validate({name: item.value for name, item in merged.items()})
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            name = str(error["loc"][0]) if error["loc"] else ""
+            label = merged[name].label if name in merged else "configuration"
+            problems.append(f"{label}: {_plain(error)}{_allowed(name)}")
+        return None
+
+
+def _check_api_key(settings: Settings, merged: Mapping[str, _Sourced], required: bool) -> list[str]:
+    if settings.api_key_file is not None:
+        label = merged["api_key_file"].label
+        try:
+            if not settings.api_key_value():
+                return [f"{label}: the file {settings.api_key_file} is empty"]
+        except OSError as exc:
+            return [f"{label}: cannot read {settings.api_key_file} ({exc.strerror or exc})"]
+        except UnicodeDecodeError:
+            return [f"{label}: {settings.api_key_file} is not text"]
+        return []
+    key = settings.api_key.get_secret_value().strip() if settings.api_key else ""
+    if required and not key:
+        return [
+            "ORCHESTRA_API_KEY: required (or ORCHESTRA_API_KEY_FILE, a file holding it); "
+            "make one in Orchestra under Settings -> API Tokens"
+        ]
+    return []
+
+
+def _plain(error: Any) -> str:
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message
+
+
+def _allowed(name: str) -> str:
+    key = KEYS_BY_FIELD.get(name)
+    return f" ({key.help})" if key is not None else ""

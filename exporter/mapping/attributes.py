@@ -1,0 +1,77 @@
+"""Every attribute and event name this exporter writes, in one place.
+
+Two families live here:
+
+* OpenTelemetry semantic conventions (``gen_ai.*``, ``error.type``, ``exception.*``,
+  ``service.name``): their meaning is fixed by the spec, so backends and dashboards
+  that know GenAI spans (Tempo, Jaeger, Phoenix, Grafana) render them without help.
+* Our own ``orchestra.*`` names, for what no convention covers (ids, raw statuses,
+  node types). They are part of the trace contract in DESIGN.md section 3.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- OpenTelemetry semantic conventions -------------------------------------------
+# Service / resource
+SERVICE_NAME: Final = "service.name"
+
+# Errors (stable)
+ERROR_TYPE: Final = "error.type"
+EXCEPTION_EVENT: Final = "exception"
+EXCEPTION_TYPE: Final = "exception.type"
+EXCEPTION_MESSAGE: Final = "exception.message"
+
+# GenAI (development status in semconv; names as of semantic-conventions 1.37+)
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_WORKFLOW_NAME: Final = "gen_ai.workflow.name"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
+GEN_AI_REQUEST_TOP_P: Final = "gen_ai.request.top_p"
+GEN_AI_REQUEST_TOP_K: Final = "gen_ai.request.top_k"
+GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
+GEN_AI_TOOL_TYPE: Final = "gen_ai.tool.type"
+# Content (opt-in only: prompts and outputs may hold personal data)
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+GEN_AI_TOOL_CALL_ARGUMENTS: Final = "gen_ai.tool.call.arguments"
+GEN_AI_TOOL_CALL_RESULT: Final = "gen_ai.tool.call.result"
+
+# Values of gen_ai.operation.name
+OP_CHAT: Final = "chat"
+OP_EXECUTE_TOOL: Final = "execute_tool"
+OP_INVOKE_WORKFLOW: Final = "invoke_workflow"
+
+# --- Ours: orchestra.* ---------------------------------------------------------------
+WORKFLOW_ID: Final = "orchestra.workflow.id"
+WORKFLOW_NAME: Final = "orchestra.workflow.name"
+RUN_ID: Final = "orchestra.run.id"
+RUN_STATUS: Final = "orchestra.run.status"
+STEP_ID: Final = "orchestra.step.id"
+STEP_STATUS: Final = "orchestra.step.status"
+NODE_ID: Final = "orchestra.node.id"
+NODE_TYPE: Final = "orchestra.node.type"
+INTEGRATION_APP: Final = "orchestra.integration.app"
+# Content of steps that are neither model nor integration (code, retrieval, ...): opt-in.
+STEP_INPUT: Final = "orchestra.step.input"
+STEP_OUTPUT: Final = "orchestra.step.output"
+# Run-level content (the workflow's input variables and its final output): opt-in.
+RUN_INPUT: Final = "orchestra.run.input"
+RUN_OUTPUT: Final = "orchestra.run.output"
+
+# Values of orchestra.node.type inferred from step records (DESIGN.md section 3).
+NODE_TYPE_MODEL: Final = "model"
+NODE_TYPE_INTEGRATION: Final = "integration"
+NODE_TYPE_CODE: Final = "code"
+NODE_TYPE_UNKNOWN: Final = "unknown"
+
+# Instrumentation scope of every span we build.
+SCOPE_NAME: Final = "orchestra-otel"

@@ -1,0 +1,119 @@
+"""GenAI semantic-convention attributes of model and integration steps.
+
+Token counts come from ``outputs.usage``: the step's own ``tokens`` field is documented
+as always 0. Request parameters come from the step's inputs, which hold the node's
+configuration with its templates already filled in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Final
+
+from exporter.mapping import attributes as attr
+from exporter.mapping.content import as_text, input_messages, output_messages
+
+AttributeValue = str | bool | int | float | list[str]
+Attributes = dict[str, AttributeValue]
+
+_FLOAT_PARAMS: Final = (
+    ("temperature", attr.GEN_AI_REQUEST_TEMPERATURE),
+    ("top_p", attr.GEN_AI_REQUEST_TOP_P),
+    ("top_k", attr.GEN_AI_REQUEST_TOP_K),
+)
+
+
+def model_attributes(inputs: Mapping[str, object], outputs: Mapping[str, object]) -> Attributes:
+    found: Attributes = {attr.GEN_AI_OPERATION_NAME: attr.OP_CHAT}
+    _put_text(found, attr.GEN_AI_REQUEST_MODEL, inputs.get("model"))
+    for key, name in _FLOAT_PARAMS:
+        number = _number(inputs.get(key))
+        if number is not None:
+            found[name] = float(number)
+    max_tokens = _number(inputs.get("max_tokens"))
+    if max_tokens is not None and float(max_tokens).is_integer():
+        found[attr.GEN_AI_REQUEST_MAX_TOKENS] = int(max_tokens)
+    if isinstance(inputs.get("stream"), bool):
+        found[attr.GEN_AI_REQUEST_STREAM] = bool(inputs["stream"])
+    _put_text(found, attr.GEN_AI_RESPONSE_MODEL, outputs.get("model"))
+    _put_text(found, attr.GEN_AI_RESPONSE_ID, outputs.get("id"))
+    reasons = _finish_reasons(outputs.get("choices"))
+    if reasons:
+        found[attr.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+    found.update(_usage(outputs.get("usage")))
+    return found
+
+
+def model_content(inputs: Mapping[str, object], outputs: Mapping[str, object]) -> Attributes:
+    found: Attributes = {}
+    messages = input_messages(inputs.get("messages"))
+    if messages:
+        found[attr.GEN_AI_INPUT_MESSAGES] = _json(messages)
+    replies = output_messages(outputs)
+    if replies:
+        found[attr.GEN_AI_OUTPUT_MESSAGES] = _json(replies)
+    return found
+
+
+def integration_attributes(inputs: Mapping[str, object]) -> Attributes:
+    found: Attributes = {
+        attr.GEN_AI_OPERATION_NAME: attr.OP_EXECUTE_TOOL,
+        attr.GEN_AI_TOOL_TYPE: "extension",
+    }
+    _put_text(found, attr.GEN_AI_TOOL_NAME, inputs.get("action"))
+    _put_text(found, attr.INTEGRATION_APP, inputs.get("app_name"))
+    return found
+
+
+def integration_content(inputs: Mapping[str, object], outputs: object) -> Attributes:
+    found: Attributes = {}
+    if "input_mapping" in inputs:
+        found[attr.GEN_AI_TOOL_CALL_ARGUMENTS] = as_text(inputs["input_mapping"])
+    if outputs is not None:
+        result = outputs.get("result", outputs) if isinstance(outputs, Mapping) else outputs
+        found[attr.GEN_AI_TOOL_CALL_RESULT] = as_text(result)
+    return found
+
+
+def _usage(usage: object) -> Attributes:
+    if not isinstance(usage, Mapping):
+        return {}
+    found: Attributes = {}
+    for name, keys in (
+        (attr.GEN_AI_USAGE_INPUT_TOKENS, ("prompt_tokens", "input_tokens")),
+        (attr.GEN_AI_USAGE_OUTPUT_TOKENS, ("completion_tokens", "output_tokens")),
+    ):
+        for key in keys:
+            count = _number(usage.get(key))
+            if count is not None and float(count).is_integer():
+                found[name] = int(count)
+                break
+    return found
+
+
+def _finish_reasons(choices: object) -> list[str]:
+    if not isinstance(choices, list):
+        return []
+    return [
+        choice["finish_reason"]
+        for choice in choices
+        if isinstance(choice, Mapping) and isinstance(choice.get("finish_reason"), str)
+    ]
+
+
+def _number(value: object) -> int | float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and value != value:  # NaN says nothing
+        return None
+    return value
+
+
+def _put_text(found: Attributes, name: str, value: object) -> None:
+    if isinstance(value, str) and value:
+        found[name] = value
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

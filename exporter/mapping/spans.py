@@ -1,0 +1,401 @@
+"""Run + steps (+ workflow graph) -> OpenTelemetry spans. Pure: no I/O, no clock.
+
+The shape is the trace contract of DESIGN.md section 3: one trace per run, a root
+span covering its steps, one child span per step, deterministic ids, and times taken
+from the records (never from ``elapsed_time``, which is truncated to whole seconds).
+Spans are the SDK's `ReadableSpan`, which the OTLP exporters encode as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from exporter.errors import MappingError
+from exporter.mapping import attributes as attr
+from exporter.mapping.content import as_text, truncate
+from exporter.mapping.failure import Failure, run_failure, step_failure
+from exporter.mapping.genai import (
+    Attributes,
+    integration_attributes,
+    integration_content,
+    model_attributes,
+    model_content,
+)
+from exporter.mapping.graph import EMPTY_GRAPH, WorkflowGraph
+from exporter.mapping.ids import root_span_id, step_span_id, trace_id_for_run
+from exporter.mapping.status import run_is_terminal, step_is_terminal
+from exporter.mapping.timeparse import parse_optional_timestamp_ns
+from exporter.source.models import Run, Step
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    workflow_id: str
+    name: str | None = None
+    graph: WorkflowGraph = EMPTY_GRAPH
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.workflow_id
+
+
+@dataclass(frozen=True)
+class MappingOptions:
+    resource: Resource = field(default_factory=Resource.get_empty)
+    scope: InstrumentationScope = field(
+        default_factory=lambda: InstrumentationScope(attr.SCOPE_NAME)
+    )
+    capture_content: bool = False
+    content_max_length: int = 2048
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something in a record we could not use. `skipped`: no span came of it."""
+
+    record: str
+    reason: str
+    skipped: bool
+
+
+@dataclass(frozen=True)
+class RunSpans:
+    trace_id: int
+    run_terminal: bool
+    steps: Mapping[str, ReadableSpan]  # step id -> span, terminal steps not already exported
+    root: ReadableSpan | None  # present only once the run is terminal
+    steps_in_flight: int
+    problems: tuple[Problem, ...] = ()
+
+    def all_spans(self) -> list[ReadableSpan]:
+        spans = list(self.steps.values())
+        if self.root is not None:
+            spans.append(self.root)
+        return spans
+
+
+@dataclass(frozen=True)
+class _StepView:
+    """A step with its parsed times and classification, shared by several builders."""
+
+    step: Step
+    node_id: str
+    start_ns: int
+    end_ns: int
+    node_type: str
+    failure: Failure | None
+
+
+def map_run(
+    workflow: WorkflowInfo,
+    run: Run,
+    steps: Sequence[Step],
+    options: MappingOptions,
+    *,
+    already_exported: AbstractSet[str] = frozenset(),
+) -> RunSpans:
+    """Spans for every terminal step not yet exported, and the root once the run ended."""
+    problems: list[Problem] = []
+    trace_id = trace_id_for_run(run.id)
+    run_start, run_end = _run_times(run, problems)
+    terminal = run_is_terminal(run.status, has_end_time=run_end is not None)
+    anchor = run_end if run_end is not None else run_start
+    views: list[_StepView] = []
+    in_flight = 0
+    seen: set[str] = set()
+    for step in steps:
+        if step.id in seen:
+            problems.append(Problem(f"step {step.id}", "duplicate step id", skipped=True))
+            continue
+        seen.add(step.id)
+        if not step_is_terminal(step.status, run_terminal=terminal):
+            in_flight += 1
+            continue
+        view = _view_step(step, workflow.graph, anchor, problems)
+        if view is not None:
+            views.append(view)
+    step_spans = {
+        view.step.id: _step_span(view, views, workflow, run, trace_id, options)
+        for view in views
+        if view.step.id not in already_exported
+    }
+    root = None
+    if terminal:
+        root = _root_span(workflow, run, views, (run_start, run_end), trace_id, options, problems)
+    return RunSpans(trace_id, terminal, step_spans, root, in_flight, tuple(problems))
+
+
+# --- times -----------------------------------------------------------------------------
+
+
+def _run_times(run: Run, problems: list[Problem]) -> tuple[int | None, int | None]:
+    return (
+        _optional_time(run.start_time, f"run {run.id}", "start_time", problems),
+        _optional_time(run.end_time, f"run {run.id}", "end_time", problems),
+    )
+
+
+def _optional_time(value: object, record: str, name: str, problems: list[Problem]) -> int | None:
+    try:
+        return parse_optional_timestamp_ns(value)
+    except MappingError as exc:
+        problems.append(Problem(record, f"{name}: {exc}", skipped=False))
+        return None
+
+
+def _step_window(step: Step, anchor: int | None, problems: list[Problem]) -> tuple[int, int] | None:
+    record = f"step {step.id}"
+    start = _optional_time(step.start_time, record, "start_time", problems)
+    end = _optional_time(step.end_time, record, "end_time", problems)
+    start = start if start is not None else end if end is not None else anchor
+    if start is None:
+        problems.append(Problem(record, "no usable start or end time", skipped=True))
+        return None
+    # End before start (clock skew) becomes a zero-length span, never a negative one.
+    end = start if end is None or end < start else end
+    return start, end
+
+
+# --- steps -----------------------------------------------------------------------------
+
+
+def _view_step(
+    step: Step, graph: WorkflowGraph, anchor: int | None, problems: list[Problem]
+) -> _StepView | None:
+    window = _step_window(step, anchor, problems)
+    if window is None:
+        return None
+    node_id = step.node_id or ""
+    inputs, outputs = _as_mapping(step.inputs), _as_mapping(step.outputs)
+    node_type = graph.node_types.get(node_id) or infer_node_type(inputs, outputs)
+    subject = inputs.get("app_name") if isinstance(inputs.get("app_name"), str) else None
+    failure = step_failure(
+        step.status, step.error, step.outputs, subject=str(subject or node_id or "step")
+    )
+    return _StepView(step, node_id, window[0], window[1], node_type, failure)
+
+
+def infer_node_type(inputs: Mapping[str, object], outputs: Mapping[str, object]) -> str:
+    """DESIGN.md: model, integration, code or unknown, from what the record carries."""
+    if outputs.get("object") == "chat.completion" or ("model" in inputs and "messages" in inputs):
+        return attr.NODE_TYPE_MODEL
+    if "app_name" in inputs:
+        return attr.NODE_TYPE_INTEGRATION
+    data = outputs.get("data")
+    if isinstance(data, Mapping) and "sandbox_id" in data:
+        return attr.NODE_TYPE_CODE
+    return attr.NODE_TYPE_UNKNOWN
+
+
+def _step_span(
+    view: _StepView,
+    views: Sequence[_StepView],
+    workflow: WorkflowInfo,
+    run: Run,
+    trace_id: int,
+    options: MappingOptions,
+) -> ReadableSpan:
+    step = view.step
+    attributes = _common_attributes(workflow, run)
+    attributes[attr.STEP_ID] = step.id
+    if view.node_id:
+        attributes[attr.NODE_ID] = view.node_id
+    attributes[attr.NODE_TYPE] = view.node_type
+    if step.status is not None:
+        attributes[attr.STEP_STATUS] = step.status
+    attributes.update(_semantic_attributes(view, options))
+    if view.failure is not None:
+        attributes[attr.ERROR_TYPE] = view.failure.error_type
+    is_model = view.node_type == attr.NODE_TYPE_MODEL
+    return ReadableSpan(
+        name=view.node_id or "step",
+        context=_context(trace_id, step_span_id(step.id)),
+        parent=_context(trace_id, root_span_id(run.id)),
+        resource=options.resource,
+        attributes=attributes,
+        events=_exception_events(view.failure, view.end_ns),
+        links=_upstream_links(view, views, workflow.graph, trace_id),
+        kind=SpanKind.CLIENT if is_model else SpanKind.INTERNAL,
+        status=_status(view.failure),
+        start_time=view.start_ns,
+        end_time=view.end_ns,
+        instrumentation_scope=options.scope,
+    )
+
+
+def _semantic_attributes(view: _StepView, options: MappingOptions) -> Attributes:
+    inputs, outputs = _as_mapping(view.step.inputs), _as_mapping(view.step.outputs)
+    found: Attributes = {}
+    content: Attributes = {}
+    if view.node_type == attr.NODE_TYPE_MODEL:
+        found = model_attributes(inputs, outputs)
+        if options.capture_content:
+            content = model_content(inputs, outputs)
+    elif view.node_type == attr.NODE_TYPE_INTEGRATION or "app_name" in inputs:
+        found = integration_attributes(inputs)
+        if options.capture_content:
+            content = integration_content(inputs, view.step.outputs)
+    elif options.capture_content:
+        content = _generic_content(
+            attr.STEP_INPUT, view.step.inputs, attr.STEP_OUTPUT, view.step.outputs
+        )
+    found.update(_truncated(content, options.content_max_length))
+    return found
+
+
+def _upstream_links(
+    view: _StepView, views: Sequence[_StepView], graph: WorkflowGraph, trace_id: int
+) -> list[Link]:
+    links = []
+    for parent_node in _upstream_nodes(view, views, graph):
+        parent = _latest_step_of(parent_node, views, before_ns=view.start_ns)
+        if parent is not None:
+            context = _context(trace_id, step_span_id(parent.step.id))
+            links.append(Link(context, {attr.NODE_ID: parent_node}))
+    return links
+
+
+def _upstream_nodes(
+    view: _StepView, views: Sequence[_StepView], graph: WorkflowGraph
+) -> tuple[str, ...]:
+    if graph.knows(view.node_id):
+        return graph.upstream.get(view.node_id, ())
+    # No graph: input_data keys that name another step's node are its inputs' sources.
+    input_data = _as_mapping(_as_mapping(view.step.inputs).get("input_data"))
+    nodes_in_run = {other.node_id for other in views if other.node_id}
+    return tuple(key for key in input_data if key in nodes_in_run and key != view.node_id)
+
+
+def _latest_step_of(node_id: str, views: Sequence[_StepView], before_ns: int) -> _StepView | None:
+    """The most recent step of `node_id` that started no later than `before_ns`.
+
+    A node that ran several times (loops) feeds the step that follows its latest run.
+    """
+    candidates = [v for v in views if v.node_id == node_id and v.start_ns <= before_ns]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda v: (v.start_ns, v.step.id))
+
+
+# --- root ------------------------------------------------------------------------------
+
+
+def _root_span(
+    workflow: WorkflowInfo,
+    run: Run,
+    views: Sequence[_StepView],
+    run_window: tuple[int | None, int | None],
+    trace_id: int,
+    options: MappingOptions,
+    problems: list[Problem],
+) -> ReadableSpan | None:
+    starts = [t for t in (run_window[0], *(v.start_ns for v in views)) if t is not None]
+    ends = [t for t in (run_window[1], *(v.end_ns for v in views)) if t is not None]
+    if not starts and not ends:
+        problems.append(Problem(f"run {run.id}", "no usable start or end time", skipped=True))
+        return None
+    start = min(starts) if starts else min(ends)
+    end = max(max(ends) if ends else start, start)
+    failure = _root_failure(run, views)
+    attributes = _common_attributes(workflow, run)
+    attributes[attr.GEN_AI_OPERATION_NAME] = attr.OP_INVOKE_WORKFLOW
+    if workflow.name:
+        attributes[attr.GEN_AI_WORKFLOW_NAME] = workflow.name
+    if run.status is not None:
+        attributes[attr.RUN_STATUS] = run.status
+    if failure is not None:
+        attributes[attr.ERROR_TYPE] = failure.error_type
+    if options.capture_content:
+        content = _generic_content(attr.RUN_INPUT, run.inputs, attr.RUN_OUTPUT, run.outputs)
+        attributes.update(_truncated(content, options.content_max_length))
+    return ReadableSpan(
+        name=workflow.display_name,
+        context=_context(trace_id, root_span_id(run.id)),
+        parent=None,
+        resource=options.resource,
+        attributes=attributes,
+        events=_exception_events(failure, end),
+        kind=SpanKind.INTERNAL,
+        status=_status(failure),
+        start_time=start,
+        end_time=end,
+        instrumentation_scope=options.scope,
+    )
+
+
+def _root_failure(run: Run, views: Sequence[_StepView]) -> Failure | None:
+    own = run_failure(run.status, run.error)
+    if own is not None:
+        return own
+    failed = [v for v in views if v.failure is not None]
+    if not failed:
+        return None
+    nodes = ", ".join(dict.fromkeys(v.node_id or v.step.id for v in failed))
+    first = failed[0].failure
+    assert first is not None
+    noun = "step" if len(failed) == 1 else "steps"
+    return Failure(f"{len(failed)} {noun} failed: {nodes}", first.error_type)
+
+
+# --- shared pieces ---------------------------------------------------------------------
+
+
+def _common_attributes(workflow: WorkflowInfo, run: Run) -> Attributes:
+    attributes: Attributes = {attr.WORKFLOW_ID: workflow.workflow_id}
+    if workflow.name:
+        attributes[attr.WORKFLOW_NAME] = workflow.name
+    attributes[attr.RUN_ID] = run.id
+    return attributes
+
+
+def _exception_events(failure: Failure | None, at_ns: int) -> list[Event]:
+    if failure is None:
+        return []
+    return [
+        Event(
+            attr.EXCEPTION_EVENT,
+            {attr.EXCEPTION_TYPE: failure.error_type, attr.EXCEPTION_MESSAGE: failure.message},
+            timestamp=at_ns,
+        )
+    ]
+
+
+def _status(failure: Failure | None) -> Status:
+    if failure is None:
+        return Status(StatusCode.UNSET)
+    return Status(StatusCode.ERROR, failure.message)
+
+
+def _context(trace_id: int, span_id: int) -> SpanContext:
+    return SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED)
+
+
+def _generic_content(
+    input_name: str, inputs: object, output_name: str, outputs: object
+) -> Attributes:
+    found: Attributes = {}
+    if inputs is not None:
+        found[input_name] = as_text(inputs)
+    if outputs is not None:
+        found[output_name] = as_text(outputs)
+    return found
+
+
+def _truncated(content: Attributes, max_length: int) -> Attributes:
+    return {
+        name: truncate(value, max_length) if isinstance(value, str) else value
+        for name, value in content.items()
+    }
+
+
+def _as_mapping(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, Mapping) else {}

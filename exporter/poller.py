@@ -1,0 +1,342 @@
+"""One poll cycle: discover what is due, fetch only that, map it, export it, record it.
+
+The request budget (DESIGN.md section 3) is kept here: per poll one run-history call
+per workflow (further pages only while they still hold unseen runs), one steps call per
+run that is in flight or just ended, and none for runs already exported. The ledger is
+written only after the sink confirmed a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from exporter.errors import ApiAuthError, ApiError, ApiNotFoundError, ExportError, MappingError
+from exporter.mapping.graph import graph_from_api
+from exporter.mapping.spans import MappingOptions, Problem, RunSpans, WorkflowInfo, map_run
+from exporter.mapping.timeparse import parse_optional_timestamp_ns
+from exporter.sink.base import SpanSink
+from exporter.source.client import MAX_PAGE_SIZE, OrchestraClient
+from exporter.source.models import Run, Workflow
+from exporter.state import Delivered, Ledger
+
+log = logging.getLogger(__name__)
+
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    workflows: tuple[str, ...] = ()  # empty: every workflow the key can see
+    lookback_s: float = 3600.0
+    shard: tuple[int, int] = (0, 1)
+    export_batch_size: int = 512
+
+
+@dataclass
+class PollResult:
+    workflows: int = 0
+    runs_seen: int = 0
+    runs_completed: int = 0
+    spans_exported: int = 0
+    requests: int = 0
+    runs_in_flight: int = 0
+    pending_spans: int = 0
+    errors: list[str] = field(default_factory=list)
+    auth_failed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        text = (
+            f"poll: {self.workflows} workflows, {self.runs_seen} runs seen, "
+            f"{self.runs_completed} completed, {self.spans_exported} spans exported, "
+            f"{self.requests} requests, backlog {self.runs_in_flight} runs in flight"
+            f" / {self.pending_spans} spans unsent"
+        )
+        if self.errors:
+            text += f", {len(self.errors)} errors"
+        return text
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """Spans of one run for this cycle, and what the ledger learns once they arrive."""
+
+    spans: list[ReadableSpan]
+    delivered: Delivered
+
+
+def owns_workflow(workflow_id: str, shard: tuple[int, int]) -> bool:
+    """Stable across processes and machines (unlike hash(), which is salted per process)."""
+    index, count = shard
+    if count <= 1:
+        return True
+    digest = hashlib.sha256(workflow_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count == index
+
+
+class Poller:
+    def __init__(
+        self,
+        client: OrchestraClient,
+        ledger: Ledger,
+        sink: SpanSink,
+        options: MappingOptions,
+        settings: PollSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.sink = sink
+        self.options = options
+        self.settings = settings
+        self.clock = clock
+        self.workflows: dict[str, WorkflowInfo] = {}
+        self.discovered = False
+        self._reported: set[tuple[str, str]] = set()
+        self.skipped_records = 0
+
+    # --- discovery ---------------------------------------------------------------------
+
+    async def discover(self) -> None:
+        """Refresh names and graphs; with ORCHESTRA_WORKFLOWS=all, also the workflow set."""
+        listed = await self.client.list_workflows()
+        found = {wf.workflow_id: _workflow_info(wf) for wf in listed}
+        wanted = self.settings.workflows or tuple(found)
+        missing = [wid for wid in self.settings.workflows if wid not in found]
+        if missing:
+            self._report_once(
+                "discovery", f"workflow(s) not visible to this API key: {', '.join(missing)}"
+            )
+        self.workflows = {
+            wid: found.get(wid, WorkflowInfo(wid))
+            for wid in wanted
+            if owns_workflow(wid, self.settings.shard)
+        }
+        self.discovered = True
+        log.debug("discovery: %d workflows owned by this replica", len(self.workflows))
+
+    def _fallback_workflows(self) -> None:
+        """Without discovery we can still poll explicitly configured workflows."""
+        if not self.workflows and self.settings.workflows:
+            self.workflows = {
+                wid: WorkflowInfo(wid)
+                for wid in self.settings.workflows
+                if owns_workflow(wid, self.settings.shard)
+            }
+
+    # --- the poll ----------------------------------------------------------------------
+
+    async def poll(self) -> PollResult:
+        result = PollResult()
+        before = self.client.stats.total_requests
+        if not self.discovered:
+            try:
+                await self.discover()
+            except ApiError as exc:
+                self._note_error(result, exc)
+                self._fallback_workflows()
+        result.workflows = len(self.workflows)
+        outgoing: list[_Outgoing] = []
+        gathered = await asyncio.gather(
+            *(self._collect_workflow(info, result) for info in self.workflows.values()),
+            return_exceptions=True,
+        )
+        for item in gathered:
+            if isinstance(item, BaseException):
+                if not isinstance(item, Exception):
+                    raise item
+                self._note_error(result, item)
+            else:
+                outgoing.extend(item)
+        await self._deliver(outgoing, result)
+        result.requests = self.client.stats.total_requests - before
+        return result
+
+    async def export_run(self, workflow_id: str, run_id: str) -> PollResult:
+        """Export one run now, whatever the ledger says (backfill, debugging)."""
+        result = PollResult(workflows=1)
+        before = self.client.stats.total_requests
+        if not self.discovered:
+            try:
+                await self.discover()
+            except ApiError as exc:
+                log.warning("workflow names unavailable: %s", exc)
+        info = self.workflows.get(workflow_id) or WorkflowInfo(workflow_id)
+        try:
+            run = await self.client.get_run(workflow_id, run_id)
+            item = await self._collect_run(info, run, result, already=frozenset())
+        except ApiError as exc:
+            self._note_error(result, exc)
+            item = None
+        result.runs_seen = 1
+        await self._deliver([item] if item else [], result)
+        result.requests = self.client.stats.total_requests - before
+        return result
+
+    async def _collect_workflow(self, info: WorkflowInfo, result: PollResult) -> list[_Outgoing]:
+        now_ns = int(self.clock() * _NS)
+        since = self.ledger.workflow_since(info.workflow_id)
+        if since is None:
+            first_since = now_ns - int(self.settings.lookback_s * _NS)
+            since = self.ledger.register_workflow(
+                info.workflow_id, since_ns=first_since, now_ns=now_ns
+            )
+        due = await self._due_runs(info.workflow_id, since, now_ns)
+        result.runs_seen += len(due)
+        collected = await asyncio.gather(
+            *(self._collect_due(info, run, result) for run in due), return_exceptions=True
+        )
+        outgoing = []
+        for item in collected:
+            if isinstance(item, BaseException):
+                if not isinstance(item, Exception):
+                    raise item
+                self._note_error(result, item)
+            elif item is not None:
+                outgoing.append(item)
+        return outgoing
+
+    async def _due_runs(self, workflow_id: str, since_ns: int, now_ns: int) -> list[Run]:
+        """Runs of the history that are unseen or unfinished, paging only as far as needed."""
+        due: dict[str, Run] = {}
+        offset = 0
+        while True:
+            page = await self.client.list_runs(workflow_id, limit=MAX_PAGE_SIZE, offset=offset)
+            states = self.ledger.run_states(workflow_id, [run.id for run in page])
+            unseen = 0
+            for run in page:
+                state = states.get(run.id)
+                if state is not None and state.done:
+                    continue
+                if state is None:
+                    if _ended_before(run, since_ns):
+                        continue
+                    unseen += 1
+                due.setdefault(run.id, run)
+            if len(page) < MAX_PAGE_SIZE or unseen == 0:
+                break
+            offset += len(page)
+        self.ledger.track_runs(workflow_id, [(r.id, r.status) for r in due.values()], now_ns)
+        for run_id in self.ledger.open_runs(workflow_id):
+            if run_id not in due:  # fell off the history pages while still open
+                try:
+                    due[run_id] = await self.client.get_run(workflow_id, run_id)
+                except ApiNotFoundError:
+                    self._report_once(f"run {run_id}", "tracked run no longer exists (404)")
+        return list(due.values())
+
+    async def _collect_due(
+        self, info: WorkflowInfo, run: Run, result: PollResult
+    ) -> _Outgoing | None:
+        already = self.ledger.exported_steps(run.id)
+        return await self._collect_run(info, run, result, already=already)
+
+    async def _collect_run(
+        self,
+        info: WorkflowInfo,
+        run: Run,
+        result: PollResult,
+        *,
+        already: frozenset[str] | set[str],
+    ) -> _Outgoing | None:
+        steps = await self.client.get_steps(info.workflow_id, run.id)
+        try:
+            mapped = map_run(info, run, steps, self.options, already_exported=already)
+        except MappingError as exc:  # pragma: no cover - map_run reports problems instead
+            self._report_once(f"run {run.id}", str(exc))
+            return None
+        self._report_problems(info.workflow_id, mapped.problems)
+        if not mapped.run_terminal:
+            result.runs_in_flight += 1
+        return _outgoing(info.workflow_id, run, mapped)
+
+    # --- export ------------------------------------------------------------------------
+
+    async def _deliver(self, outgoing: Sequence[_Outgoing], result: PollResult) -> None:
+        batch: list[_Outgoing] = []
+        size = 0
+        pending = sum(len(item.spans) for item in outgoing)
+        for index, item in enumerate(outgoing):
+            batch.append(item)
+            size += len(item.spans)
+            last = index == len(outgoing) - 1
+            if size >= self.settings.export_batch_size or last:
+                try:
+                    await self._send(batch, size, result)
+                except ExportError as exc:
+                    self._note_error(result, exc)
+                    break
+                pending -= size
+                batch, size = [], 0
+        result.pending_spans = pending
+
+    async def _send(self, batch: list[_Outgoing], size: int, result: PollResult) -> None:
+        spans = [span for item in batch for span in item.spans]
+        for start in range(0, max(len(spans), 1), self.settings.export_batch_size):
+            chunk = spans[start : start + self.settings.export_batch_size]
+            if chunk and not await asyncio.to_thread(self.sink.export, chunk):
+                raise ExportError(f"{self.sink.name}: the span export was not confirmed")
+        self.ledger.record_delivery(
+            [item.delivered for item in batch], now_ns=int(self.clock() * _NS)
+        )
+        result.spans_exported += size
+        result.runs_completed += sum(1 for item in batch if item.delivered.run_done)
+
+    # --- reporting ---------------------------------------------------------------------
+
+    def _note_error(self, result: PollResult, exc: BaseException) -> None:
+        if isinstance(exc, ApiAuthError):
+            result.auth_failed = True
+        result.errors.append(str(exc))
+        log.debug("poll error", exc_info=exc)
+
+    def _report_problems(self, workflow_id: str, problems: Sequence[Problem]) -> None:
+        for problem in problems:
+            if problem.skipped:
+                self.skipped_records += 1
+            action = "skipped" if problem.skipped else "exported with what is valid"
+            self._report_once(problem.record, f"{problem.reason} ({action}; {workflow_id})")
+
+    def _report_once(self, record: str, reason: str) -> None:
+        key = (record, reason)
+        if key in self._reported:
+            return
+        if len(self._reported) > 10_000:  # bounded: a flood of bad records must not grow RAM
+            self._reported.clear()
+        self._reported.add(key)
+        log.warning("%s: %s", record, reason)
+
+
+def _workflow_info(workflow: Workflow) -> WorkflowInfo:
+    return WorkflowInfo(workflow.workflow_id, workflow.name, graph_from_api(workflow.graph))
+
+
+def _ended_before(run: Run, since_ns: int) -> bool:
+    """True for runs that finished before this workflow's export window opened."""
+    try:
+        end = parse_optional_timestamp_ns(run.end_time)
+    except MappingError:
+        return False  # cannot tell: export rather than lose it
+    return end is not None and end < since_ns
+
+
+def _outgoing(workflow_id: str, run: Run, mapped: RunSpans) -> _Outgoing | None:
+    spans = mapped.all_spans()
+    # A terminal run whose root could not be built is done all the same: polling it
+    # again would only repeat the same problem.
+    run_done = mapped.run_terminal
+    if not spans and not run_done:
+        return None
+    delivered = Delivered(workflow_id, run.id, tuple(mapped.steps), run_done, run.status)
+    return _Outgoing(spans, delivered)

@@ -1,0 +1,140 @@
+"""The daemon's schedule: APScheduler jobs for discovery and polling, clean shutdown.
+
+Each concern is one job with ``max_instances=1`` and ``coalesce=True``: a slow poll
+never overlaps the next, and polls missed while one ran collapse into one. Job errors
+are logged by a listener that never raises. SIGTERM/SIGINT stop the schedule, let the
+poll under way finish its export (bounded), and return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 20.0
+
+
+class Daemon:
+    def __init__(
+        self,
+        poll: Callable[[], Awaitable[None]],
+        discover: Callable[[], Awaitable[None]],
+        *,
+        poll_interval: float,
+        discovery_interval: float,
+    ) -> None:
+        self._poll = poll
+        self._discover = discover
+        self._poll_interval = poll_interval
+        self._discovery_interval = discovery_interval
+        self._stop = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, duration: float | None = None) -> None:
+        scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        scheduler.add_listener(_log_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+        now = datetime.now(timezone.utc)
+        common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+        scheduler.add_job(
+            self._guarded(self._poll, "poll"),
+            "interval",
+            seconds=self._poll_interval,
+            next_run_time=now,
+            id="poll",
+            **common,
+        )
+        scheduler.add_job(
+            self._guarded(self._discover, "discovery"),
+            "interval",
+            seconds=self._discovery_interval,
+            next_run_time=now + timedelta(seconds=self._discovery_interval),
+            id="discovery",
+            **common,
+        )
+        self._install_signal_handlers()
+        scheduler.start()
+        try:
+            if duration is None:
+                await self._stop.wait()
+            else:
+                await asyncio.wait_for(self._stop.wait(), timeout=duration)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            # Pause first: shutting the scheduler down would cancel the job under way,
+            # and with it an export that is about to be confirmed.
+            scheduler.pause()
+            await self._finish_running()
+            scheduler.shutdown(wait=False)
+
+    def _guarded(
+        self, job: Callable[[], Awaitable[None]], name: str
+    ) -> Callable[[], Awaitable[None]]:
+        async def run_job() -> None:
+            if self._stop.is_set():
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            self._running.add(task)
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed unexpectedly; the next run will try again", name)
+            finally:
+                self._running.discard(task)
+
+        run_job.__name__ = f"{name}_job"
+        return run_job
+
+    async def _finish_running(self) -> None:
+        """Let a poll under way finish its export; past the grace period, cancel it.
+
+        A cancelled export is not recorded in the ledger, so it is sent again next time.
+        """
+        if not self._running:
+            return
+        log.info("stopping: waiting up to %.0fs for the poll under way", SHUTDOWN_GRACE_S)
+        pending = set(self._running)
+        _, late = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_S)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=2.0)
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Not possible outside the main thread (tests embed the daemon): skip then.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stop.is_set():
+            return
+        log.info("received %s: finishing up", sig.name)
+        self._stop.set()
+
+
+def _log_job_event(event: JobExecutionEvent) -> None:
+    try:
+        if event.code == EVENT_JOB_MISSED:
+            log.debug("job %s missed its slot (previous run still going)", event.job_id)
+        elif event.exception is not None:
+            log.error("job %s failed: %s", event.job_id, event.exception)
+    except Exception:  # a listener must never raise into the scheduler
+        pass

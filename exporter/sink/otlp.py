@@ -1,0 +1,78 @@
+"""OTLP sink: the SDK's own exporters, chosen and configured as the spec says.
+
+The SDK reads OTEL_EXPORTER_OTLP_PROTOCOL only in auto-configuration, so we read it
+here and pick the gRPC or HTTP/protobuf class; every other OTEL_EXPORTER_OTLP_*
+variable (endpoint, headers, timeout, compression, certificate, insecure) is read by
+the exporter itself, so it means exactly what it means for every OpenTelemetry
+Python program. We call `export()` directly and trust only its result: the SDK's
+BatchSpanProcessor ignores failures and drops spans when its queue is full.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from exporter.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS: Final = ("grpc", "http/protobuf")
+DEFAULT_PROTOCOL: Final = "grpc"  # what the Python SDK's auto-configuration picks
+
+
+def otlp_protocol(environ: Mapping[str, str]) -> str:
+    raw = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    return (raw or DEFAULT_PROTOCOL).strip().lower()
+
+
+def otlp_endpoint(environ: Mapping[str, str]) -> str | None:
+    """The endpoint the user set, if any (the exporter itself reads the same variables)."""
+    return environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+
+
+def build_span_exporter(protocol: str) -> SpanExporter:
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpExporter,
+        )
+
+        return HttpExporter()
+    raise ConfigError(
+        [f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported; use grpc or http/protobuf"]
+    )
+
+
+class OtlpSink:
+    def __init__(self, protocol: str | None = None) -> None:
+        self.protocol = protocol or otlp_protocol(os.environ)
+        self.name = f"otlp/{self.protocol}"
+        self._exporter = build_span_exporter(self.protocol)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> bool:
+        if not spans:
+            return True
+        result = self._exporter.export(spans)
+        return result is SpanExportResult.SUCCESS
+
+    def export_probe(self) -> bool:
+        """An empty export request: proves address, TLS, headers and protocol at once."""
+        return self._exporter.export([]) is SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()

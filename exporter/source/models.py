@@ -1,0 +1,119 @@
+"""Lenient models of the Orchestra API's records.
+
+The API is thinly documented (only the status ``completed`` was ever shown), so these
+models keep every field they do not know (``extra="allow"``), accept any JSON where the
+docs show more than one shape (``outputs`` is a string in one example, an object in
+another), keep timestamps as the raw strings the API sent (the mapping parses them),
+and treat ids as opaque strings. Only what we cannot do without is required: an id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+
+def _opaque_id(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError("an id must be a string")
+    text = str(value).strip()
+    if not text:
+        raise ValueError("an id must not be empty")
+    return text
+
+
+def _lenient_text(value: object) -> str | None:
+    """Scalars become text; containers are kept as compact JSON so nothing is lost."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, bool)):
+        return json.dumps(value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+OpaqueId = Annotated[str, BeforeValidator(_opaque_id)]
+LenientText = Annotated[str | None, BeforeValidator(_lenient_text)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Step(_Record):
+    """One executed node of one run (GET .../runs/{run_id}/steps)."""
+
+    id: OpaqueId
+    node_id: LenientText = None
+    status: LenientText = None
+    start_time: Any = None
+    end_time: Any = None
+    elapsed_time: Any = None
+    error: Any = None
+    inputs: Any = None
+    outputs: Any = None
+    step_metadata: Any = None
+    tokens: Any = None
+
+
+class Run(_Record):
+    """One execution of a workflow (GET .../runs and .../runs/{run_id})."""
+
+    id: OpaqueId
+    status: LenientText = None
+    start_time: Any = None
+    end_time: Any = None
+    elapsed_time: Any = None
+    error: Any = None
+    outputs: Any = None
+    all_outputs: Any = None
+    inputs: Any = None
+
+
+class Workflow(_Record):
+    """A workflow with its executable graph (GET /workflows)."""
+
+    workflow_id: OpaqueId
+    name: LenientText = None
+    status: LenientText = None
+    description: LenientText = None
+    graph: Any = None
+
+
+RecordT = TypeVar("RecordT", bound=_Record)
+
+
+@dataclass(frozen=True)
+class RejectedRecord:
+    """A record that failed validation: where it was, and why, without its content."""
+
+    index: int
+    reason: str
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for problem in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in problem["loc"]) or "record"
+        parts.append(f"{where}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+def parse_records(
+    items: Iterable[object], model: type[RecordT]
+) -> tuple[list[RecordT], list[RejectedRecord]]:
+    """Validate each item on its own, so one bad record never hides the good ones."""
+    good: list[RecordT] = []
+    rejected: list[RejectedRecord] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            rejected.append(RejectedRecord(index, f"expected an object, got {type(item).__name__}"))
+            continue
+        try:
+            good.append(model.model_validate(item))
+        except ValidationError as exc:
+            rejected.append(RejectedRecord(index, _describe(exc)))
+    return good, rejected

@@ -1,0 +1,233 @@
+"""The SQLite ledger: which workflows, runs and steps have been exported.
+
+Written only after the sink confirmed an export, so a crash or an outage can cost a
+duplicate (ids are deterministic, backends deduplicate) but never a lost span. WAL
+mode lets the daemon write while `check` or an operator reads. The file holds ids,
+statuses and times only: no content, no credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from exporter.errors import StateError
+
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- since_ns: runs that ended before it were never ours to export (the first-start
+-- lookback); fixed the first time the workflow is seen.
+CREATE TABLE IF NOT EXISTS workflows (
+    workflow_id   TEXT PRIMARY KEY,
+    since_ns      INTEGER NOT NULL,
+    first_seen_ns INTEGER NOT NULL
+);
+-- A run is tracked from the poll that first sees it; done = its root span was exported.
+CREATE TABLE IF NOT EXISTS runs (
+    workflow_id   TEXT NOT NULL,
+    run_id        TEXT NOT NULL,
+    status        TEXT,
+    first_seen_ns INTEGER NOT NULL,
+    done          INTEGER NOT NULL DEFAULT 0,
+    done_ns       INTEGER,
+    PRIMARY KEY (workflow_id, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runs_open ON runs (workflow_id) WHERE done = 0;
+CREATE TABLE IF NOT EXISTS exported_steps (
+    run_id      TEXT NOT NULL,
+    step_id     TEXT NOT NULL,
+    exported_ns INTEGER NOT NULL,
+    PRIMARY KEY (run_id, step_id)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class RunState:
+    status: str | None
+    done: bool
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What one confirmed export covered: steps of a run, and whether its root went too."""
+
+    workflow_id: str
+    run_id: str
+    step_ids: tuple[str, ...]
+    run_done: bool
+    status: str | None
+
+
+class Ledger:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            _create_private(self.path)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives process crashes; a power cut may drop the last
+            # commit, which costs a re-export (a duplicate), never a loss.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+            self._check_version()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open the state file {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- workflows ---------------------------------------------------------------------
+
+    def workflow_since(self, workflow_id: str) -> int | None:
+        row = self._one("SELECT since_ns FROM workflows WHERE workflow_id = ?", (workflow_id,))
+        return None if row is None else int(row[0])
+
+    def register_workflow(self, workflow_id: str, *, since_ns: int, now_ns: int) -> int:
+        """Record the first sight of a workflow; returns the since_ns now in force."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO workflows (workflow_id, since_ns, first_seen_ns) "
+                "VALUES (?, ?, ?)",
+                (workflow_id, since_ns, now_ns),
+            )
+        found = self.workflow_since(workflow_id)
+        return since_ns if found is None else found
+
+    # --- runs --------------------------------------------------------------------------
+
+    def run_states(self, workflow_id: str, run_ids: Sequence[str]) -> dict[str, RunState]:
+        states: dict[str, RunState] = {}
+        for chunk in _chunks(run_ids, 500):
+            marks = ",".join("?" * len(chunk))
+            for run_id, status, done in self._all(
+                f"SELECT run_id, status, done FROM runs WHERE workflow_id = ? "
+                f"AND run_id IN ({marks})",
+                (workflow_id, *chunk),
+            ):
+                states[run_id] = RunState(status, bool(done))
+        return states
+
+    def open_runs(self, workflow_id: str) -> list[str]:
+        rows = self._all(
+            "SELECT run_id FROM runs WHERE workflow_id = ? AND done = 0 ORDER BY first_seen_ns",
+            (workflow_id,),
+        )
+        return [row[0] for row in rows]
+
+    def track_runs(
+        self, workflow_id: str, runs: Iterable[tuple[str, str | None]], now_ns: int
+    ) -> None:
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO runs (workflow_id, run_id, status, first_seen_ns) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (workflow_id, run_id) DO UPDATE SET status = excluded.status "
+                "WHERE done = 0",
+                [(workflow_id, run_id, status, now_ns) for run_id, status in runs],
+            )
+
+    def exported_steps(self, run_id: str) -> set[str]:
+        rows = self._all("SELECT step_id FROM exported_steps WHERE run_id = ?", (run_id,))
+        return {row[0] for row in rows}
+
+    def record_delivery(self, deliveries: Iterable[Delivered], now_ns: int) -> None:
+        """Remember one confirmed export, in one transaction."""
+        with self._write() as db:
+            for item in deliveries:
+                db.executemany(
+                    "INSERT OR IGNORE INTO exported_steps (run_id, step_id, exported_ns) "
+                    "VALUES (?, ?, ?)",
+                    [(item.run_id, step_id, now_ns) for step_id in item.step_ids],
+                )
+                db.execute(
+                    "INSERT INTO runs (workflow_id, run_id, status, first_seen_ns, done, done_ns) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id, run_id) DO UPDATE SET "
+                    "status = excluded.status, done = max(done, excluded.done), "
+                    "done_ns = coalesce(done_ns, excluded.done_ns)",
+                    (
+                        item.workflow_id,
+                        item.run_id,
+                        item.status,
+                        now_ns,
+                        int(item.run_done),
+                        now_ns if item.run_done else None,
+                    ),
+                )
+
+    def counts(self) -> dict[str, int]:
+        row = self._one(
+            "SELECT (SELECT count(*) FROM workflows), (SELECT count(*) FROM runs), "
+            "(SELECT count(*) FROM runs WHERE done = 0), (SELECT count(*) FROM exported_steps)",
+            (),
+        )
+        assert row is not None
+        return {"workflows": row[0], "runs": row[1], "open_runs": row[2], "steps": row[3]}
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _check_version(self) -> None:
+        row = self._one("SELECT value FROM meta WHERE key = 'schema_version'", ())
+        if row is None:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StateError(
+                f"the state file {self.path} was written by a newer orchestra-otel "
+                f"(schema {row[0]}); upgrade, or point ORCHESTRA_STATE_PATH elsewhere"
+            )
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the state file {self.path}: {exc}") from exc
+
+    def _one(self, sql: str, params: tuple[object, ...]) -> tuple[Any, ...] | None:
+        try:
+            row: tuple[Any, ...] | None = self._db.execute(sql, params).fetchone()
+            return row
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the state file {self.path}: {exc}") from exc
+
+    def _all(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return list(self._db.execute(sql, params).fetchall())
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the state file {self.path}: {exc}") from exc
+
+
+def _create_private(path: Path) -> None:
+    """Create the file 0600 before SQLite does (it would honour the umask, often 0644)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(descriptor)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

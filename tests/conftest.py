@@ -1,0 +1,31 @@
+"""Shared fixtures: a real OTLP receiver, the emulator, paths to the shared payloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.fixtures import otlp_receiver  # noqa: F401  (a pytest fixture)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _shared_dir() -> Path:
+    for candidate in (REPO.parent / "shared", REPO / "shared"):
+        if (candidate / "fixtures").is_dir():
+            return candidate
+    raise RuntimeError("the shared/ folder with fixtures/ is missing beside the repository")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _shared_dir()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite tests/golden/testdata from the current mapping (review the diff!)",
+    )

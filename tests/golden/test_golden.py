@@ -1,0 +1,182 @@
+"""Golden files: the documented payloads -> the exact spans we export (as OTLP JSON).
+
+Regenerate only on purpose: `pytest tests/golden --update-golden`, then read the diff.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from exporter.mapping.attributes import SCOPE_NAME
+from exporter.mapping.graph import WorkflowGraph, graph_from_api, graph_from_mermaid
+from exporter.mapping.spans import MappingOptions, WorkflowInfo, map_run
+from exporter.sink.encoding import to_otlp_dict
+from exporter.source.models import Run, Step, Workflow, parse_records
+
+TESTDATA = Path(__file__).parent / "testdata"
+SEED_RUN_ID = "5b69669f-975a-49af-a33a-61ff9ae5a20f"
+JOKE_WORKFLOW_ID = "7c1e2f34-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+HI_WORKFLOW_ID = "1234f567-bb12-1234-b7cd-f7a71a98cd24"
+# A fixed scope version keeps the golden files independent of the package version.
+OPTIONS = MappingOptions(scope=InstrumentationScope(SCOPE_NAME, "golden"))
+
+
+def load(shared_dir: Path, name: str) -> Any:
+    return json.loads((shared_dir / "fixtures" / name).read_text(encoding="utf-8"))
+
+
+def seed_steps(shared_dir: Path) -> list[Any]:
+    """The steps example exactly as the docs print it (prose, then the JSON array)."""
+    text = (shared_dir / "seed" / "steps-api-doc.txt").read_text(encoding="utf-8")
+    start = text.index("\n[") + 1
+    document, _ = json.JSONDecoder().raw_decode(text[start:])
+    assert isinstance(document, list)
+    return document
+
+
+def workflow_info(shared_dir: Path, workflow_id: str) -> WorkflowInfo:
+    workflows, rejected = parse_records(load(shared_dir, "workflows.json"), Workflow)
+    assert not rejected
+    chosen = next(wf for wf in workflows if wf.workflow_id == workflow_id)
+    return WorkflowInfo(chosen.workflow_id, chosen.name, graph_from_api(chosen.graph))
+
+
+def steps_of(document: list[Any]) -> list[Step]:
+    steps, rejected = parse_records(document, Step)
+    assert not rejected
+    return steps
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    workflow: WorkflowInfo
+    run: Run
+    steps: list[Step]
+    options: MappingOptions = OPTIONS
+
+
+def cases(shared_dir: Path) -> list[Case]:
+    joke = workflow_info(shared_dir, JOKE_WORKFLOW_ID)
+    runs = [Run.model_validate(item) for item in load(shared_dir, "runs-list.json")]
+    seed_run = next(run for run in runs if run.id == SEED_RUN_ID)
+    older_run = next(run for run in runs if run.id != SEED_RUN_ID)
+    hi_run = Run.model_validate(load(shared_dir, "run.json")[0])
+    fixture_steps = steps_of(load(shared_dir, "steps-model-slack.json"))
+    content = MappingOptions(scope=OPTIONS.scope, capture_content=True, content_max_length=64)
+    return [
+        Case("joke-to-slack-run", joke, seed_run, fixture_steps),
+        Case("joke-to-slack-run-content", joke, seed_run, fixture_steps, content),
+        # The documented steps with neither the run record nor the graph, as `convert` sees them.
+        Case(
+            "seed-steps-no-graph",
+            WorkflowInfo(JOKE_WORKFLOW_ID),
+            Run(id=SEED_RUN_ID, end_time="2025-03-13T02:41:19.179523Z"),
+            steps_of(seed_steps(shared_dir)),
+        ),
+        Case("joke-to-slack-history-run", joke, older_run, []),
+        Case("hi-run", workflow_info(shared_dir, HI_WORKFLOW_ID), hi_run, []),
+    ]
+
+
+def render(case: Case) -> dict[str, Any]:
+    mapped = map_run(case.workflow, case.run, case.steps, case.options)
+    assert mapped.problems == ()
+    return to_otlp_dict(mapped.all_spans())
+
+
+def graph_document(graph: WorkflowGraph) -> dict[str, Any]:
+    return {
+        "node_types": dict(graph.node_types),
+        "upstream": {node: list(parents) for node, parents in graph.upstream.items()},
+    }
+
+
+def check_golden(request: pytest.FixtureRequest, name: str, actual: dict[str, Any]) -> None:
+    path = TESTDATA / f"{name}.json"
+    text = json.dumps(actual, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+    if request.config.getoption("--update-golden"):
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"{path} is missing: run pytest tests/golden --update-golden"
+    assert json.loads(path.read_text(encoding="utf-8")) == actual, (
+        f"spans differ from {path}; if the change is intended, rerun with --update-golden"
+    )
+
+
+CASE_NAMES = [
+    "joke-to-slack-run",
+    "joke-to-slack-run-content",
+    "seed-steps-no-graph",
+    "joke-to-slack-history-run",
+    "hi-run",
+]
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_fixture_maps_to_golden_spans(
+    name: str, shared_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    case = next(c for c in cases(shared_dir) if c.name == name)
+    check_golden(request, name, render(case))
+
+
+def test_every_case_has_a_name_in_the_list(shared_dir: Path) -> None:
+    assert [case.name for case in cases(shared_dir)] == CASE_NAMES
+
+
+def test_graphs_of_the_fixtures(shared_dir: Path, request: pytest.FixtureRequest) -> None:
+    workflows = {wf["workflow_id"]: wf for wf in load(shared_dir, "workflows.json")}
+    document = {wid: graph_document(graph_from_api(wf["graph"])) for wid, wf in workflows.items()}
+    document["diagram.json"] = graph_document(
+        graph_from_mermaid(load(shared_dir, "diagram.json")["diagram"])
+    )
+    check_golden(request, "graphs", document)
+
+
+def test_seed_run_is_one_trace_with_the_documented_values(shared_dir: Path) -> None:
+    """The acceptance example of the core issue, checked field by field."""
+    case = next(c for c in cases(shared_dir) if c.name == "joke-to-slack-run")
+    spans = render(case)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert {span["traceId"] for span in spans} == {SEED_RUN_ID.replace("-", "")}
+    roots = [span for span in spans if "parentSpanId" not in span]
+    assert len(roots) == 1
+    root = roots[0]
+    children = {span["name"]: span for span in spans if span.get("parentSpanId")}
+    assert set(children) == {"model", "slack_integration"}
+    assert all(child["parentSpanId"] == root["spanId"] for child in children.values())
+    model, slack = children["model"], children["slack_integration"]
+    # 2025-03-13T02:41:15.144470Z etc., to the microsecond, as integer nanoseconds.
+    assert model["startTimeUnixNano"] == "1741833675144470000"
+    assert model["endTimeUnixNano"] == "1741833677382162000"
+    assert slack["startTimeUnixNano"] == "1741833677403879000"
+    assert slack["endTimeUnixNano"] == "1741833679179523000"
+    # The root covers the run's recorded window (which covers both steps).
+    assert root["startTimeUnixNano"] == "1741833675021907000"
+    assert root["endTimeUnixNano"] == "1741833679201337000"
+    attributes = {a["key"]: a["value"] for a in model["attributes"]}
+    assert attributes["gen_ai.usage.input_tokens"] == {"intValue": "36"}
+    assert attributes["gen_ai.usage.output_tokens"] == {"intValue": "48"}
+    assert attributes["gen_ai.request.model"] == {"stringValue": "virtuoso-medium"}
+    assert model["kind"] == "SPAN_KIND_CLIENT"
+    slack_attributes = {a["key"]: a["value"] for a in slack["attributes"]}
+    assert slack_attributes["gen_ai.operation.name"] == {"stringValue": "execute_tool"}
+    assert slack_attributes["gen_ai.tool.name"] == {
+        "stringValue": "SLACK_SHARE_A_ME_MESSAGE_IN_A_CHANNEL"
+    }
+    assert slack["links"][0]["spanId"] == model["spanId"]
+    # Content capture is off by default: no prompt or output anywhere.
+    flat = json.dumps(spans)
+    assert "Tell me a joke" not in flat and "forecast" not in flat
+
+
+def test_re_export_is_byte_identical(shared_dir: Path) -> None:
+    for case in cases(shared_dir):
+        first = json.dumps(render(case), sort_keys=True)
+        again = json.dumps(render(case), sort_keys=True)
+        assert first == again

@@ -1,0 +1,753 @@
+"""A real OTLP trace receiver for tests: gRPC and HTTP (protobuf or JSON) on 127.0.0.1.
+
+    with OtlpReceiver() as receiver:
+        run_daemon(env=receiver.env("grpc"))
+        spans = receiver.wait_for_spans(3, timeout=10)
+
+Every accepted request is kept decoded, with the protocol it came on; `spans()` flattens
+them into `ReceivedSpan` records. Faults can be injected (`fail_next`, `reject_next`,
+`set_down`, `set_delay`), and `stop()` / `start()` makes a real outage: nothing listens on
+the ports until `start()` binds the same ports again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import gzip
+import json
+import socket
+import threading
+import time
+import zlib
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from concurrent import futures
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, NamedTuple, NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+__all__ = [
+    "OtlpReceiver",
+    "ReceivedEvent",
+    "ReceivedLink",
+    "ReceivedRequest",
+    "ReceivedSpan",
+]
+
+ExportTraceServiceRequest = trace_service_pb2.ExportTraceServiceRequest
+ExportTraceServiceResponse = trace_service_pb2.ExportTraceServiceResponse
+
+TRACES_PATH = "/v1/traces"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_PROTOBUF = "application/x-protobuf"
+_JSON = "application/json"
+_BIND_TIMEOUT_S = 5.0
+_T = TypeVar("_T")
+
+
+# --------------------------------------------------------------------------- records
+
+
+class ReceivedEvent(NamedTuple):
+    name: str
+    time_ns: int
+    attributes: dict[str, Any]
+
+
+class ReceivedLink(NamedTuple):
+    trace_id: str
+    span_id: str
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    """One span as received, flattened with its resource and scope.
+
+    `kind` and `status_code` are the OTLP enum values (`trace_pb2.Span.SPAN_KIND_*`,
+    `trace_pb2.Status.STATUS_CODE_*`); note that OTLP kinds are the SDK's `SpanKind` + 1.
+    Array attributes decode to lists.
+    """
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    events: list[ReceivedEvent]
+    links: list[ReceivedLink]
+    status_code: int
+    status_message: str
+    resource_attributes: dict[str, Any]
+    scope_name: str
+    scope_version: str
+    protocol: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.trace_id, self.span_id)
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One accepted export request. `headers` are lower-cased (gRPC: text metadata)."""
+
+    protocol: str
+    request: trace_service_pb2.ExportTraceServiceRequest
+    headers: dict[str, str]
+    received_at: float
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def any_value_to_python(value: common_pb2.AnyValue) -> Any:
+    """Decode an OTLP AnyValue into str/bool/int/float/bytes/list/dict (None when unset)."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value_to_python(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes_to_dict(value.kvlist_value.values)
+    return getattr(value, kind)
+
+
+def attributes_to_dict(attributes: Iterable[common_pb2.KeyValue]) -> dict[str, Any]:
+    return {item.key: any_value_to_python(item.value) for item in attributes}
+
+
+def _to_received_span(
+    span: trace_pb2.Span,
+    resource_attributes: dict[str, Any],
+    scope: common_pb2.InstrumentationScope,
+    protocol: str,
+) -> ReceivedSpan:
+    return ReceivedSpan(
+        trace_id=span.trace_id.hex(),
+        span_id=span.span_id.hex(),
+        parent_span_id=span.parent_span_id.hex(),
+        name=span.name,
+        kind=span.kind,
+        start_ns=span.start_time_unix_nano,
+        end_ns=span.end_time_unix_nano,
+        attributes=attributes_to_dict(span.attributes),
+        events=[
+            ReceivedEvent(event.name, event.time_unix_nano, attributes_to_dict(event.attributes))
+            for event in span.events
+        ],
+        links=[
+            ReceivedLink(
+                link.trace_id.hex(), link.span_id.hex(), attributes_to_dict(link.attributes)
+            )
+            for link in span.links
+        ],
+        status_code=span.status.code,
+        status_message=span.status.message,
+        resource_attributes=resource_attributes,
+        scope_name=scope.name,
+        scope_version=scope.version,
+        protocol=protocol,
+    )
+
+
+def flatten_request(
+    request: trace_service_pb2.ExportTraceServiceRequest, protocol: str
+) -> list[ReceivedSpan]:
+    spans = []
+    for resource_spans in request.resource_spans:
+        resource = attributes_to_dict(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                spans.append(_to_received_span(span, resource, scope_spans.scope, protocol))
+    return spans
+
+
+def _decompress(body: bytes, encoding: str) -> bytes:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity", "none"):
+        return body
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        try:
+            return zlib.decompress(body)
+        except zlib.error:  # raw deflate stream without the zlib header
+            return zlib.decompress(body, -zlib.MAX_WBITS)
+    raise ValueError(f"unsupported Content-Encoding {encoding!r}")
+
+
+def _items(obj: Mapping[str, Any], camel: str, snake: str) -> list[Any]:
+    value = obj.get(camel, obj.get(snake, []))
+    return value if isinstance(value, list) else []
+
+
+_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
+
+
+def _hex_ids_to_base64(obj: dict[str, Any]) -> None:
+    """OTLP/JSON ids are hex strings where protobuf JSON expects base64: convert in place."""
+    for key in _ID_KEYS:
+        value = obj.get(key)
+        if isinstance(value, str) and value:
+            obj[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+
+
+def parse_json_request(body: bytes) -> trace_service_pb2.ExportTraceServiceRequest:
+    """Parse OTLP/JSON: like protobuf JSON, except that trace and span ids are hex."""
+    document = json.loads(body)
+    if not isinstance(document, dict):
+        raise ValueError("OTLP/JSON body must be an object")
+    for resource_spans in _items(document, "resourceSpans", "resource_spans"):
+        for scope_spans in _items(resource_spans, "scopeSpans", "scope_spans"):
+            for span in _items(scope_spans, "spans", "spans"):
+                _hex_ids_to_base64(span)
+                for link in _items(span, "links", "links"):
+                    _hex_ids_to_base64(link)
+    request = ExportTraceServiceRequest()
+    json_format.ParseDict(document, request)
+    return request
+
+
+def decode_http_body(
+    body: bytes, content_type: str, content_encoding: str
+) -> trace_service_pb2.ExportTraceServiceRequest:
+    """Decode an OTLP/HTTP request body; raises ValueError/DecodeError when undecodable."""
+    data = _decompress(body, content_encoding)
+    if content_type == _JSON:
+        return parse_json_request(data)
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(data)
+    return request
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@dataclass(frozen=True)
+class _Fault:
+    grpc_code: grpc.StatusCode
+    http_status: int
+    retry_after: float | None
+    message: str
+
+
+_STOPPED = _Fault(grpc.StatusCode.UNAVAILABLE, 503, None, "receiver stopped")
+
+
+def _retry_info_metadata(retry_after: float) -> tuple[tuple[str, bytes], ...]:
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.FromNanoseconds(round(retry_after * 1e9))
+    return (("google.rpc.retryinfo-bin", info.SerializeToString()),)
+
+
+def _format_retry_after(retry_after: float) -> str:
+    return str(int(retry_after)) if float(retry_after).is_integer() else f"{retry_after:g}"
+
+
+# --------------------------------------------------------------------------- HTTP server
+
+
+class _HttpReply(NamedTuple):
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _reply(
+    status: int,
+    content_type: str,
+    message: str = "",
+    headers: tuple[tuple[str, str], ...] = (),
+) -> _HttpReply:
+    if content_type == _JSON:
+        body = json.dumps({"message": message} if message else {}).encode()
+    elif status == HTTPStatus.OK:
+        body = ExportTraceServiceResponse().SerializeToString()
+    else:
+        body = status_pb2.Status(message=message).SerializeToString()
+    return _HttpReply(status, content_type, body, headers)
+
+
+HttpHandler = Callable[[str, Mapping[str, str], bytes], _HttpReply]
+
+
+class _OtlpHttpServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that can drop its keep-alive connections when it stops."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handle: HttpHandler) -> None:
+        self.handle = handle
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _OtlpHttpHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class _OtlpHttpHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like a real collector
+    server: _OtlpHttpServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request log lines on stderr."""
+
+    def do_POST(self) -> None:
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit():
+            self.close_connection = True
+            self._send(_reply(HTTPStatus.LENGTH_REQUIRED, _PROTOBUF, "Content-Length required"))
+            return
+        body = self.rfile.read(int(length))
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        self._send(self.server.handle(urlsplit(self.path).path, headers, body))
+
+    def do_GET(self) -> None:
+        self._send(_reply(HTTPStatus.METHOD_NOT_ALLOWED, _PROTOBUF, "use POST"))
+
+    def _send(self, reply: _HttpReply) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+
+class _HttpRunner:
+    """An _OtlpHttpServer serving in a background thread."""
+
+    def __init__(self, host: str, port: int, handle: HttpHandler) -> None:
+        self.server = _retry_bind(lambda: _OtlpHttpServer((host, port), handle))
+        self.port: int = self.server.server_address[1]
+        self._thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"otlp-http-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.server.drop_connections()
+        self._thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------- gRPC server
+
+
+GrpcHandler = Callable[
+    [trace_service_pb2.ExportTraceServiceRequest, grpc.ServicerContext],
+    trace_service_pb2.ExportTraceServiceResponse,
+]
+
+
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, handle: GrpcHandler) -> None:
+        self._handle = handle
+
+    def Export(
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.ServicerContext,
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        return self._handle(request, context)
+
+
+class _GrpcRunner:
+    """A grpc.Server bound to host:port (exclusively: no SO_REUSEPORT sharing)."""
+
+    def __init__(self, host: str, port: int, handle: GrpcHandler, max_message_bytes: int) -> None:
+        self._executor = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="otlp-grpc")
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self.server, self.port = _retry_bind(lambda: self._bind(host, port, handle, options))
+        self.server.start()
+
+    def _bind(
+        self, host: str, port: int, handle: GrpcHandler, options: list[tuple[str, int]]
+    ) -> tuple[grpc.Server, int]:
+        server = grpc.server(self._executor, options=options)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(handle), server)
+        return server, server.add_insecure_port(f"{host}:{port}")
+
+    def stop(self) -> None:
+        self.server.stop(grace=0).wait(timeout=5)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _retry_bind(bind: Callable[[], _T]) -> _T:
+    """Bind, retrying briefly: a port just released may still be busy for a moment."""
+    deadline = time.monotonic() + _BIND_TIMEOUT_S
+    while True:
+        try:
+            return bind()
+        except (OSError, RuntimeError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- receiver
+
+
+class OtlpReceiver:
+    """OTLP trace receiver over gRPC and HTTP, both on `host`, for tests.
+
+    Ports are chosen free on the first `start()` (unless given) and kept for later starts.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        grpc_port: int = 0,
+        http_port: int = 0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.host = host
+        self._grpc_port = grpc_port
+        self._http_port = http_port
+        self._max_message_bytes = max_message_bytes
+        self._lifecycle = threading.RLock()
+        self._grpc: _GrpcRunner | None = None
+        self._http: _HttpRunner | None = None
+        self._stopping = threading.Event()
+        self._cond = threading.Condition()
+        self._requests: list[ReceivedRequest] = []
+        self._spans: list[ReceivedSpan] = []
+        self._attempts: Counter[str] = Counter()
+        self._faults: deque[_Fault] = deque()
+        self._down: _Fault | None = None
+        self._delay_s = 0.0
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> OtlpReceiver:
+        """Start both servers (same ports as before after a `stop()`); no-op if running."""
+        with self._lifecycle:
+            if self.is_running:
+                return self
+            self._stopping.clear()
+            self._grpc = _GrpcRunner(
+                self.host, self._grpc_port, self._handle_grpc, self._max_message_bytes
+            )
+            self._grpc_port = self._grpc.port
+            try:
+                self._http = _HttpRunner(self.host, self._http_port, self._handle_http)
+            except BaseException:
+                self._grpc.stop()
+                self._grpc = None
+                raise
+            self._http_port = self._http.port
+        return self
+
+    def stop(self) -> None:
+        """Stop both servers and drop open connections: the ports refuse connections
+        until `start()`. Received data and fault settings are kept."""
+        with self._lifecycle:
+            self._stopping.set()  # wake handlers sleeping in set_delay()
+            if self._grpc is not None:
+                self._grpc.stop()
+                self._grpc = None
+            if self._http is not None:
+                self._http.stop()
+                self._http = None
+
+    @property
+    def is_running(self) -> bool:
+        return self._grpc is not None and self._http is not None
+
+    def __enter__(self) -> OtlpReceiver:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- addresses
+
+    @property
+    def grpc_port(self) -> int:
+        return self._require_port(self._grpc_port)
+
+    @property
+    def http_port(self) -> int:
+        return self._require_port(self._http_port)
+
+    @property
+    def grpc_endpoint(self) -> str:
+        """`http://host:port`: for the gRPC exporter (the http scheme means insecure)."""
+        return f"http://{self.host}:{self.grpc_port}"
+
+    @property
+    def http_endpoint(self) -> str:
+        """Base URL for OTEL_EXPORTER_OTLP_ENDPOINT; the exporter appends /v1/traces."""
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def http_traces_url(self) -> str:
+        """Full URL, for the HTTP exporter's `endpoint=` argument."""
+        return self.http_endpoint + TRACES_PATH
+
+    def env(self, protocol: str) -> dict[str, str]:
+        """OTEL_EXPORTER_OTLP_* variables pointing a subprocess at this receiver.
+
+        `protocol` is "grpc" or "http/protobuf" ("http" is accepted as an alias).
+        Signal-specific variables (OTEL_EXPORTER_OTLP_TRACES_*) would override these.
+        """
+        if protocol == "grpc":
+            return {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": self.grpc_endpoint,
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            }
+        if protocol in ("http/protobuf", "http"):
+            return {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": self.http_endpoint,
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            }
+        raise ValueError(f"unknown OTLP protocol {protocol!r}; use 'grpc' or 'http/protobuf'")
+
+    @staticmethod
+    def _require_port(port: int) -> int:
+        if port == 0:
+            raise RuntimeError("OtlpReceiver has not been started yet")
+        return port
+
+    # ----------------------------------------------------------------- fault control
+
+    def fail_next(
+        self,
+        n: int = 1,
+        grpc_code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
+        http_status: int = 503,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        """Answer the next `n` requests (either protocol) with an error; they are not stored.
+
+        `retry_after` (seconds) is sent as gRPC RetryInfo / HTTP Retry-After; the OTLP
+        exporters then wait that long instead of their 1, 2, 4 s backoff.
+        """
+        fault = _Fault(grpc_code, http_status, retry_after, "injected failure")
+        with self._cond:
+            self._faults.extend([fault] * n)
+
+    def reject_next(self, n: int = 1) -> None:
+        """Answer the next `n` requests with a non-retryable INVALID_ARGUMENT / HTTP 400."""
+        fault = _Fault(grpc.StatusCode.INVALID_ARGUMENT, 400, None, "injected rejection")
+        with self._cond:
+            self._faults.extend([fault] * n)
+
+    def set_down(self, down: bool, *, retry_after: float | None = None) -> None:
+        """While down, answer every request UNAVAILABLE / HTTP 503 (the ports stay open)."""
+        fault = _Fault(grpc.StatusCode.UNAVAILABLE, 503, retry_after, "receiver is down")
+        with self._cond:
+            self._down = fault if down else None
+
+    def set_delay(self, seconds: float) -> None:
+        """Hold every request this long before answering (0 to stop); `stop()` cuts it short."""
+        with self._cond:
+            self._delay_s = seconds
+
+    def pending_faults(self) -> int:
+        with self._cond:
+            return len(self._faults)
+
+    # ----------------------------------------------------------------- stored data
+
+    def requests(self, protocol: str | None = None) -> list[ReceivedRequest]:
+        with self._cond:
+            return [r for r in self._requests if protocol in (None, r.protocol)]
+
+    def request_count(self) -> int:
+        """Accepted (stored) requests."""
+        with self._cond:
+            return len(self._requests)
+
+    def attempt_count(self, protocol: str | None = None) -> int:
+        """Export attempts (gRPC Export or POST /v1/traces), failed and rejected included."""
+        with self._cond:
+            return self._attempts[protocol] if protocol else sum(self._attempts.values())
+
+    def spans(self, protocol: str | None = None) -> list[ReceivedSpan]:
+        with self._cond:
+            return [s for s in self._spans if protocol in (None, s.protocol)]
+
+    def span_count(self) -> int:
+        with self._cond:
+            return len(self._spans)
+
+    def traces(self) -> dict[str, list[ReceivedSpan]]:
+        """trace_id -> its spans, in arrival order."""
+        traces: dict[str, list[ReceivedSpan]] = {}
+        for span in self.spans():
+            traces.setdefault(span.trace_id, []).append(span)
+        return traces
+
+    def span_keys(self) -> list[tuple[str, str]]:
+        """(trace_id, span_id) of every received span, duplicates included."""
+        return [span.key for span in self.spans()]
+
+    def unique_span_keys(self) -> set[tuple[str, str]]:
+        return set(self.span_keys())
+
+    def duplicate_spans(self) -> dict[tuple[str, str], int]:
+        """(trace_id, span_id) received more than once -> times received."""
+        counts = Counter(self.span_keys())
+        return {key: count for key, count in counts.items() if count > 1}
+
+    def duplicate_count(self) -> int:
+        """Spans received beyond the first copy of each (trace_id, span_id)."""
+        keys = self.span_keys()
+        return len(keys) - len(set(keys))
+
+    def clear(self) -> None:
+        """Forget received data, attempt counts and pending faults (not `set_down`/delay)."""
+        with self._cond:
+            self._requests.clear()
+            self._spans.clear()
+            self._attempts.clear()
+            self._faults.clear()
+
+    def wait_for_spans(self, n: int, timeout: float = 10.0) -> list[ReceivedSpan]:
+        """Block until at least `n` spans were received; AssertionError on timeout."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._spans) >= n, timeout=timeout):
+                raise AssertionError(f"expected >= {n} spans within {timeout}s; {self._summary()}")
+            return list(self._spans)
+
+    def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[ReceivedRequest]:
+        """Block until at least `n` requests were accepted; AssertionError on timeout."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._requests) >= n, timeout=timeout):
+                raise AssertionError(
+                    f"expected >= {n} requests within {timeout}s; {self._summary()}"
+                )
+            return list(self._requests)
+
+    def _summary(self) -> str:
+        names = Counter(span.name for span in self._spans)
+        return (
+            f"got {len(self._spans)} spans in {len(self._requests)} accepted requests "
+            f"(attempts by protocol: {dict(self._attempts) or 'none'}; "
+            f"running={self.is_running}, down={self._down is not None}, "
+            f"pending faults={len(self._faults)}; span names: {dict(names.most_common(10))})"
+        )
+
+    # ----------------------------------------------------------------- request handling
+
+    def _admit(self, protocol: str) -> _Fault | None:
+        """Count the attempt, hold it for the configured delay, return the fault to answer."""
+        with self._cond:
+            self._attempts[protocol] += 1
+            self._cond.notify_all()
+            delay = self._delay_s
+        if delay > 0 and self._stopping.wait(delay):
+            return _STOPPED
+        with self._cond:
+            if self._down is not None:
+                return self._down
+            return self._faults.popleft() if self._faults else None
+
+    def _store(
+        self,
+        protocol: str,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        headers: dict[str, str],
+    ) -> None:
+        spans = flatten_request(request, protocol)
+        with self._cond:
+            self._requests.append(ReceivedRequest(protocol, request, headers, time.time()))
+            self._spans.extend(spans)
+            self._cond.notify_all()
+
+    def _handle_grpc(
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.ServicerContext,
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        fault = self._admit("grpc")
+        if fault is not None:
+            _abort_grpc(context, fault)
+        metadata = {m.key.lower(): m.value for m in context.invocation_metadata()}
+        headers = {key: value for key, value in metadata.items() if isinstance(value, str)}
+        self._store("grpc", request, headers)
+        return ExportTraceServiceResponse()
+
+    def _handle_http(self, path: str, headers: Mapping[str, str], body: bytes) -> _HttpReply:
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        reply_type = _JSON if content_type == _JSON else _PROTOBUF
+        if path != TRACES_PATH:
+            return _reply(HTTPStatus.NOT_FOUND, reply_type, f"no such path {path!r}")
+        if content_type not in (_PROTOBUF, _JSON):
+            return _reply(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE, reply_type, f"bad content type {content_type!r}"
+            )
+        fault = self._admit("http")
+        if fault is not None:
+            return _http_fault_reply(fault, reply_type)
+        try:
+            request = decode_http_body(body, content_type, headers.get("content-encoding", ""))
+        except (ValueError, DecodeError, OSError, EOFError, zlib.error, binascii.Error) as error:
+            return _reply(HTTPStatus.BAD_REQUEST, reply_type, f"undecodable body: {error}")
+        self._store("http", request, dict(headers))
+        return _reply(HTTPStatus.OK, reply_type)
+
+
+def _abort_grpc(context: grpc.ServicerContext, fault: _Fault) -> NoReturn:
+    if fault.retry_after is not None:
+        context.set_trailing_metadata(_retry_info_metadata(fault.retry_after))
+    context.abort(fault.grpc_code, fault.message)
+    raise AssertionError("unreachable: context.abort() raises")
+
+
+def _http_fault_reply(fault: _Fault, reply_type: str) -> _HttpReply:
+    if fault.retry_after is None:
+        return _reply(fault.http_status, reply_type, fault.message)
+    headers = (("Retry-After", _format_retry_after(fault.retry_after)),)
+    return _reply(fault.http_status, reply_type, fault.message, headers)
