@@ -23,7 +23,6 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from exporter.errors import ConfigError
@@ -75,12 +74,12 @@ class Settings(BaseModel):
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
     workflows: tuple[str, ...] = ()  # empty: all
-    poll_interval: float = Field(30.0, gt=0, le=86_400)
-    lookback: float = Field(3600.0, ge=0)
+    poll_interval: float = Field(30.0, gt=0, le=86_400, allow_inf_nan=False)
+    lookback: float = Field(3600.0, ge=0, allow_inf_nan=False)
     state_path: Path = Path("./orchestra-otel.db")
     capture_content: bool = False
     content_max_length: int = Field(2048, ge=16, le=1_000_000)
-    discovery_interval: float = Field(300.0, gt=0)
+    discovery_interval: float = Field(300.0, gt=0, allow_inf_nan=False)
     shard: tuple[int, int] = (0, 1)
     http_addr: tuple[str, int] | None = ("127.0.0.1", 9464)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -103,7 +102,11 @@ class Settings(BaseModel):
     def _workflow_list(cls, value: object) -> object:
         if isinstance(value, str):
             items = [part.strip() for part in value.split(",") if part.strip()]
-            return () if items in ([], ["all"]) else tuple(items)
+            if any(item.lower() == "all" for item in items):
+                if len(items) > 1:
+                    raise ValueError("'all' cannot be combined with workflow ids")
+                return ()
+            return tuple(items)
         return value
 
     @field_validator("shard", mode="before")
@@ -124,7 +127,10 @@ class Settings(BaseModel):
     @field_validator("http_addr", mode="before")
     @classmethod
     def _http_addr(cls, value: object) -> object:
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("off", "")):
+        # YAML 1.1 reads a bare `off` as False.
+        if value is None or value is False:
+            return None
+        if isinstance(value, str) and value.strip().lower() in ("off", ""):
             return None
         if isinstance(value, str):
             host, sep, port = value.strip().rpartition(":")
@@ -144,12 +150,6 @@ class Settings(BaseModel):
         if value not in PROTOCOLS:
             raise ValueError(f"must be one of {', '.join(PROTOCOLS)}")
         return value
-
-    @model_validator(mode="after")
-    def _one_key_source(self) -> Settings:
-        if self.api_key is not None and self.api_key_file is not None:
-            raise ValueError("set the API key or the API key file, not both")
-        return self
 
     @property
     def otlp_enabled(self) -> bool:
@@ -189,9 +189,8 @@ def load_settings(
     )
     merged["otlp_protocol"] = _Sourced(otlp_protocol(environ), "OTEL_EXPORTER_OTLP_PROTOCOL")
     merged["otlp_endpoint"] = _Sourced(otlp_endpoint(environ), "OTEL_EXPORTER_OTLP_ENDPOINT")
+    problems.extend(_check_api_key(merged, require_api_key))
     settings = _validate(merged, problems)
-    if settings is not None:
-        problems.extend(_check_api_key(settings, merged, require_api_key))
     if problems or settings is None:
         raise ConfigError(problems)
     return settings
@@ -204,7 +203,12 @@ def _from_yaml(path: Path, problems: list[str]) -> dict[str, _Sourced]:
         problems.append(f"{path}: cannot read the config file ({exc.strerror or exc})")
         return {}
     except yaml.YAMLError as exc:
-        problems.append(f"{path}: not valid YAML ({exc})".replace("\n", " "))
+        # PyYAML's own message quotes the offending line, which may hold the API key:
+        # say where and what, never the text.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or "syntax error"
+        problems.append(f"{path}: not valid YAML{where}: {what}")
         return {}
     if document is None:
         return {}
@@ -240,23 +244,34 @@ def _validate(merged: Mapping[str, _Sourced], problems: list[str]) -> Settings |
         return None
 
 
-def _check_api_key(settings: Settings, merged: Mapping[str, _Sourced], required: bool) -> list[str]:
-    if settings.api_key_file is not None:
-        label = merged["api_key_file"].label
-        try:
-            if not settings.api_key_value():
-                return [f"{label}: the file {settings.api_key_file} is empty"]
-        except OSError as exc:
-            return [f"{label}: cannot read {settings.api_key_file} ({exc.strerror or exc})"]
-        except UnicodeDecodeError:
-            return [f"{label}: {settings.api_key_file} is not text"]
-        return []
-    key = settings.api_key.get_secret_value().strip() if settings.api_key else ""
-    if required and not key:
+def _check_api_key(merged: Mapping[str, _Sourced], required: bool) -> list[str]:
+    """Checked on the raw values, so a missing key is reported with every other problem."""
+    key, key_file = merged.get("api_key"), merged.get("api_key_file")
+    if key is not None and key_file is not None:
+        return [f"{key.label} and {key_file.label}: set one of the two, not both"]
+    if key_file is not None:
+        return _check_key_file(key_file)
+    text = key.value if key is not None else None
+    if required and not (isinstance(text, str) and text.strip()):
         return [
             "ORCHESTRA_API_KEY: required (or ORCHESTRA_API_KEY_FILE, a file holding it); "
             "make one in Orchestra under Settings -> API Tokens"
         ]
+    return []
+
+
+def _check_key_file(key_file: _Sourced) -> list[str]:
+    path = Path(str(key_file.value))
+    try:
+        if not path.read_text(encoding="utf-8").strip():
+            return [f"{key_file.label}: the file {path} is empty"]
+    except OSError as exc:
+        # Echo the value only when it looks like a path: pasting the key itself into
+        # ORCHESTRA_API_KEY_FILE is a common slip, and the error must not repeat it.
+        shown = f" {path}" if os.sep in str(path) else ""
+        return [f"{key_file.label}: cannot read the file{shown} ({exc.strerror or 'error'})"]
+    except UnicodeDecodeError:
+        return [f"{key_file.label}: {path} is not text"]
     return []
 
 

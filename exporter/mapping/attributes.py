@@ -22,6 +22,7 @@ ERROR_TYPE: Final = "error.type"
 EXCEPTION_EVENT: Final = "exception"
 EXCEPTION_TYPE: Final = "exception.type"
 EXCEPTION_MESSAGE: Final = "exception.message"
+EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
 
 # GenAI (development status in semconv; names as of semantic-conventions 1.37+)
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"

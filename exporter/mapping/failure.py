@@ -19,7 +19,8 @@ SUCCESSFUL_FALSE: Final = "successful_false"
 FALLBACK_ERROR_TYPE: Final = "_OTHER"  # the semantic conventions' value for "unknown"
 
 # "RateLimitError: upstream returned 429" -> "RateLimitError"
-_TYPED_MESSAGE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Timeout|Failure))\s*:")
+_TYPED_MESSAGE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Timeout|Failure|Exit))\s*:")
+_TRACEBACK_HEAD: Final = "Traceback (most recent call last)"
 _MESSAGE_KEYS: Final = ("message", "msg", "detail", "error", "description")
 _TYPE_KEYS: Final = ("type", "code", "error_type", "name", "kind")
 
@@ -28,12 +29,14 @@ _TYPE_KEYS: Final = ("type", "code", "error_type", "name", "kind")
 class Failure:
     message: str
     error_type: str
+    stacktrace: str | None = None
 
 
 @dataclass(frozen=True)
 class _ErrorText:
     message: str
     own_type: str | None
+    stacktrace: str | None = None
 
 
 def step_failure(
@@ -56,8 +59,9 @@ def step_failure(
     elif flagged_false:
         message = f"{subject} reported successful: false"
     else:
-        message = f"step {status}"
-    return Failure(message, _error_type(detail, status, failed_status, flagged_false))
+        message = f"step {(status or '').strip()}"
+    error_type = _error_type(detail, status, failed_status, flagged_false)
+    return Failure(message, error_type, detail.stacktrace if detail else None)
 
 
 def run_failure(status: str | None, error: object) -> Failure | None:
@@ -65,8 +69,9 @@ def run_failure(status: str | None, error: object) -> Failure | None:
     failed_status = status_row(status).failed
     if not (failed_status or own):
         return None
-    message = own.message if own else f"run {status}"
-    return Failure(message, _error_type(own, status, failed_status, False))
+    message = own.message if own else f"run {(status or '').strip()}"
+    error_type = _error_type(own, status, failed_status, False)
+    return Failure(message, error_type, own.stacktrace if own else None)
 
 
 def describe_error(error: object) -> _ErrorText | None:
@@ -74,11 +79,7 @@ def describe_error(error: object) -> _ErrorText | None:
     if error is None or error is False:
         return None
     if isinstance(error, str):
-        text = error.strip()
-        if not text:
-            return None
-        typed = _TYPED_MESSAGE.match(text)
-        return _ErrorText(text, typed.group(1) if typed else None)
+        return _error_text(error)
     if isinstance(error, Mapping):
         if not error:
             return None
@@ -87,6 +88,19 @@ def describe_error(error: object) -> _ErrorText | None:
     if isinstance(error, list) and not error:
         return None
     return _ErrorText(_compact_json(error), None)
+
+
+def _error_text(text: str) -> _ErrorText | None:
+    text = text.strip()
+    if not text:
+        return None
+    if text.startswith(_TRACEBACK_HEAD):
+        # A Python traceback (code nodes): its last line says what happened.
+        last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), text)
+        typed = _TYPED_MESSAGE.match(last)
+        return _ErrorText(last, typed.group(1) if typed else None, stacktrace=text)
+    typed = _TYPED_MESSAGE.match(text)
+    return _ErrorText(text, typed.group(1) if typed else None)
 
 
 def _output_failure(outputs: object) -> tuple[bool, _ErrorText | None] | None:
@@ -106,6 +120,8 @@ def _output_failure(outputs: object) -> tuple[bool, _ErrorText | None] | None:
             data = report.get("data")
             if isinstance(data, Mapping):
                 error = describe_error(data.get("error"))
+        if flag is True:
+            return None  # the report says it succeeded; an error text there is a warning
         if flag is not None or error is not None:
             return (flag is False, error)
     return None

@@ -14,8 +14,13 @@ from dataclasses import dataclass, field
 from typing import Final
 
 SENTINELS: Final = frozenset({"START", "END"})
+# `a --> b`, dotted `a -.-> b`, thick `a ==> b`, and labelled edges, which Mermaid writes
+# as `a -->|yes| b`, `a -- yes --> b` or `a -. yes .-> b` (how branches may be drawn).
+_NODE = r"([A-Za-z0-9_.-]+)"
 _MERMAID_EDGE = re.compile(
-    r"^\s*([A-Za-z0-9_.-]+)\s*-[-.]+>\s*(?:\|[^|]*\|\s*)?([A-Za-z0-9_.-]+)\s*$"
+    rf"^\s*{_NODE}\s*"
+    r"(?:-{2,}>|-\.+->|={2,}>|--\s[^|>]*?\s-{2,}>|-\.\s[^|>]*?\s\.->|==\s[^|>]*?\s={2,}>)"
+    rf"\s*(?:\|[^|]*\|\s*)?{_NODE}\s*;?\s*$"
 )
 
 

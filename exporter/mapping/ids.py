@@ -20,17 +20,17 @@ def trace_id_for_run(run_id: str) -> int:
         value = uuid.UUID(run_id).int
     except (ValueError, TypeError, AttributeError):
         value = 0
-    return value or _digest_int(run_id.encode("utf-8"), 16)
+    return value or _digest_int(run_id.encode("utf-8", "surrogatepass"), 16)
 
 
 def root_span_id(run_id: str) -> int:
-    return _digest_int(_ROOT_PREFIX + run_id.encode("utf-8"), 8)
+    return _digest_int(_ROOT_PREFIX + run_id.encode("utf-8", "surrogatepass"), 8)
 
 
 def step_span_id(step_id: str) -> int:
     # Step ids look like UUIDs but are not always valid ones (the documented example
     # holds a 'g'), so they are hashed, never parsed.
-    return _digest_int(_STEP_PREFIX + step_id.encode("utf-8"), 8)
+    return _digest_int(_STEP_PREFIX + step_id.encode("utf-8", "surrogatepass"), 8)
 
 
 def format_trace_id(trace_id: int) -> str:
@@ -39,6 +39,9 @@ def format_trace_id(trace_id: int) -> str:
 
 def format_span_id(span_id: int) -> str:
     return f"{span_id:016x}"
+
+
+# "surrogatepass": JSON may carry lone surrogates ("\ud800"); they still need an id.
 
 
 def _digest_int(data: bytes, size: int) -> int:

@@ -222,7 +222,7 @@ def _step_span(
         parent=_context(trace_id, root_span_id(run.id)),
         resource=options.resource,
         attributes=attributes,
-        events=_exception_events(view.failure, view.end_ns),
+        events=_exception_events(view.failure, view.end_ns, options),
         links=_upstream_links(view, views, workflow.graph, trace_id),
         kind=SpanKind.CLIENT if is_model else SpanKind.INTERNAL,
         status=_status(view.failure),
@@ -323,7 +323,7 @@ def _root_span(
         parent=None,
         resource=options.resource,
         attributes=attributes,
-        events=_exception_events(failure, end),
+        events=_exception_events(failure, end, options),
         kind=SpanKind.INTERNAL,
         status=_status(failure),
         start_time=start,
@@ -357,16 +357,18 @@ def _common_attributes(workflow: WorkflowInfo, run: Run) -> Attributes:
     return attributes
 
 
-def _exception_events(failure: Failure | None, at_ns: int) -> list[Event]:
+def _exception_events(failure: Failure | None, at_ns: int, options: MappingOptions) -> list[Event]:
     if failure is None:
         return []
-    return [
-        Event(
-            attr.EXCEPTION_EVENT,
-            {attr.EXCEPTION_TYPE: failure.error_type, attr.EXCEPTION_MESSAGE: failure.message},
-            timestamp=at_ns,
+    attributes: Attributes = {
+        attr.EXCEPTION_TYPE: failure.error_type,
+        attr.EXCEPTION_MESSAGE: truncate(failure.message, options.content_max_length),
+    }
+    if failure.stacktrace:
+        attributes[attr.EXCEPTION_STACKTRACE] = truncate(
+            failure.stacktrace, options.content_max_length
         )
-    ]
+    return [Event(attr.EXCEPTION_EVENT, attributes, timestamp=at_ns)]
 
 
 def _status(failure: Failure | None) -> Status:

@@ -18,12 +18,12 @@ from exporter.errors import MappingError
 _TIMESTAMP = re.compile(
     r"""
     ^\s*
-    (?P<date>\d{4}-\d{2}-\d{2})
-    [Tt\s]
-    (?P<time>\d{2}:\d{2}(?::\d{2})?)
-    (?:[.,](?P<fraction>\d{1,9})\d*)?
+    (?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})
+    [Tt\ ]
+    (?P<time>[0-9]{2}:[0-9]{2})
+    (?::(?P<seconds>[0-9]{2})(?:[.,](?P<fraction>[0-9]{1,9})[0-9]*)?)?
     \s*
-    (?P<offset>[Zz]|[+-]\d{2}(?::?\d{2})?)?
+    (?P<offset>[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?
     \s*$
     """,
     re.VERBOSE,
@@ -39,7 +39,7 @@ def parse_timestamp_ns(value: object) -> int:
     match = _TIMESTAMP.match(value)
     if match is None:
         raise MappingError(f"unrecognised timestamp {value[:64]!r}")
-    time_part = match["time"] if match["time"].count(":") == 2 else match["time"] + ":00"
+    time_part = f"{match['time']}:{match['seconds'] or '00'}"
     try:
         whole = datetime.fromisoformat(f"{match['date']}T{time_part}")
     except ValueError as exc:

@@ -7,11 +7,13 @@ is testable without sleeping.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Final
 
+_DELTA_SECONDS: Final = re.compile(r"[0-9]{1,10}")  # ASCII digits only, unlike str.isdigit
 RETRYABLE_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -27,12 +29,14 @@ class RetryPolicy:
         Full jitter can pick ~0 and hammer a struggling API; no jitter makes replicas
         retry in lockstep.
         """
-        step = min(self.max_delay, self.base_delay * (2 ** max(retry_number - 1, 0)))
+        exponent = min(max(retry_number - 1, 0), 62)  # 2**62 s is past any cap: no overflow
+        step = min(self.max_delay, self.base_delay * (2**exponent))
         return float(step / 2 + rng.uniform(0, step / 2))
 
 
 def is_retryable_status(status: int) -> bool:
-    return status in RETRYABLE_STATUS or status >= 500
+    # 501 Not Implemented and 505 will not change on a retry.
+    return status in RETRYABLE_STATUS or (status >= 500 and status not in (501, 505))
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -42,11 +46,11 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
+    if _DELTA_SECONDS.fullmatch(text):
         return float(text)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)

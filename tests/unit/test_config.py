@@ -200,13 +200,8 @@ def test_yaml_lists_and_native_types(tmp_path: Path) -> None:
     assert settings.http_addr is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: config.py _http_addr: YAML 1.1 (PyYAML) reads a bare `http_addr: off` as "
-    "False, which is rejected with 'Input should be a valid tuple' although DESIGN.md 2 "
-    "says `off` disables the listener",
-)
 def test_yaml_bare_off_disables_http(tmp_path: Path) -> None:
+    # Regression: YAML 1.1 reads a bare `off` as False, which was rejected.
     assert _load(yaml_text="http_addr: off\n", tmp_path=tmp_path).http_addr is None
 
 
@@ -234,17 +229,23 @@ def test_api_key_and_file_both_set_is_an_error(tmp_path: Path) -> None:
     assert "not both" in problems[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: config.py _one_key_source is a model validator, so its problem is "
-    "labelled 'configuration:' instead of naming ORCHESTRA_API_KEY / ORCHESTRA_API_KEY_FILE "
-    "(DESIGN.md 2: one line per problem, naming the key)",
-)
 def test_api_key_and_file_both_set_names_the_keys(tmp_path: Path) -> None:
+    # Regression: the line used to say "configuration:" instead of naming the keys.
     key_file = tmp_path / "key"
     key_file.write_text(SECRET, encoding="utf-8")
     problems = _problems({**KEY_ENV, "ORCHESTRA_API_KEY_FILE": str(key_file)})
-    assert "ORCHESTRA_API_KEY" in problems[0]
+    assert "ORCHESTRA_API_KEY " in problems[0] or "ORCHESTRA_API_KEY:" in problems[0]
+    assert "ORCHESTRA_API_KEY_FILE" in problems[0]
+
+
+def test_api_key_and_file_conflict_reported_with_other_problems(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(SECRET, encoding="utf-8")
+    environ = {**KEY_ENV, "ORCHESTRA_API_KEY_FILE": str(key_file), "ORCHESTRA_SHARD": "x"}
+    problems = _problems(environ)
+    assert len(problems) == 2
+    assert any("not both" in line for line in problems)
+    assert any(line.startswith("ORCHESTRA_SHARD: ") for line in problems)
 
 
 @pytest.mark.parametrize("environ", [{}, {"ORCHESTRA_API_KEY": "   "}])
@@ -300,19 +301,17 @@ def test_api_key_never_in_problems_of_bad_yaml_value(tmp_path: Path) -> None:
     assert any(": api_key:" in line for line in problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: config.py _from_yaml puts PyYAML's error text in the problem, and that "
-    "text quotes the offending source line, so a syntax error on the api_key line leaks "
-    "the key (DESIGN.md 2: the API key never appears in errors)",
-)
 @pytest.mark.parametrize("yaml_text", [f'api_key: "{SECRET}\n', f"api_key: {SECRET}: x\n"])
 def test_api_key_never_in_invalid_yaml_problem(tmp_path: Path, yaml_text: str) -> None:
+    # Regression: PyYAML's message quotes the offending line, key included.
     config_path = tmp_path / "orchestra.yaml"
     config_path.write_text(yaml_text, encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
         load_settings(config_path=config_path, environ={}, require_api_key=False)
     assert not _leaks(str(caught.value))
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(f"{config_path}: ")
+    assert "YAML" in caught.value.problems[0]
 
 
 # --- bad values ----------------------------------------------------------------------
@@ -375,13 +374,8 @@ def test_several_bad_values_one_error_one_line_each(tmp_path: Path) -> None:
         assert sum(line.startswith(prefix) for line in problems) == 1, (prefix, problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: config.py load_settings checks the API key (and the key/key-file "
-    "conflict) only when every other value is valid, so a missing key is reported only "
-    "after the user has fixed everything else (module docstring: every problem at once)",
-)
 def test_missing_api_key_reported_with_other_problems() -> None:
+    # Regression: the key was checked only once every other value was valid.
     problems = _problems({"ORCHESTRA_POLL_INTERVAL": "abc"})
     assert len(problems) == 2
     assert any(line.startswith("ORCHESTRA_API_KEY") for line in problems)

@@ -154,9 +154,11 @@ def test_code_output_traceback_in_data_error() -> None:
     outputs = {"successful": False, "data": {"error": TRACEBACK, "sandbox_id": "sb-1"}}
     failure = step_failure("completed", None, outputs, subject="code")
     assert failure is not None
-    assert failure.message == TRACEBACK
-    # A traceback does not start with a type, so the documented fallback applies.
-    assert failure.error_type == SUCCESSFUL_FALSE
+    # The traceback's last line is the message and names the type; the whole traceback
+    # is kept as the stack trace.
+    assert failure.message == "ValueError: boom"
+    assert failure.error_type == "ValueError"
+    assert failure.stacktrace == TRACEBACK
 
 
 @pytest.mark.parametrize(

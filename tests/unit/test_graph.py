@@ -75,14 +75,33 @@ def test_mermaid_edge_forms(line: str, source: str, target: str) -> None:
     assert graph.upstream == {target: (source,)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: graph.py _MERMAID_EDGE only knows '-->|label|'; Mermaid's other "
-    "labelled forms 'a -- label --> b' and 'a -. label .-> b' are silently dropped",
+@pytest.mark.parametrize(
+    "line",
+    [
+        "a -- yes --> b",
+        "a -. maybe .-> b",
+        "a ==> b",
+        "a == sure ==> b",
+        "a --> b;",
+        "a -- two words --> b",
+    ],
 )
-@pytest.mark.parametrize("line", ["a -- yes --> b", "a -. maybe .-> b"])
-def test_mermaid_text_on_link_labels(line: str) -> None:
+def test_mermaid_other_edge_forms(line: str) -> None:
+    # Mermaid's text-on-link labels, thick links and statement semicolons.
     assert graph_from_mermaid(f"graph TD\n{line}\n").upstream == {"b": ("a",)}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "a --- b",  # a link without an arrow is not a data flow
+        "a -> b",
+        "style a fill:#bbf",
+        "%% a --> b",
+    ],
+)
+def test_mermaid_lines_that_are_not_simple_edges(line: str) -> None:
+    assert graph_from_mermaid(f"graph TD\n{line}\n").upstream == {}
 
 
 def test_mermaid_several_parents_in_order_without_duplicates() -> None:

@@ -127,14 +127,13 @@ def test_any_uuid_is_its_own_trace_id(value: uuid.UUID) -> None:
         assert format_trace_id(trace_id_for_run(str(value))) == value.hex
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ids.py encodes ids with UTF-8 strictly; a lone surrogate (valid JSON "
-    "escape '\\ud800') raises UnicodeEncodeError instead of yielding an id",
-)
 def test_ids_of_lone_surrogate_from_json() -> None:
+    # Regression: a lone surrogate (a valid JSON escape) raised UnicodeEncodeError.
     import json
 
     step_id = json.loads('"step-\\ud800"')
     assert 0 < step_span_id(step_id) < 2**64
+    assert 0 < root_span_id(step_id) < 2**64
     assert 0 < trace_id_for_run(step_id) < 2**128
+    assert step_span_id(step_id) == step_span_id(step_id)
+    assert step_span_id(step_id) != step_span_id("step-")
