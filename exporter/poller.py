@@ -2,8 +2,9 @@
 
 The request budget (DESIGN.md section 3) is kept here: per poll one run-history call
 per workflow (further pages only while they still hold unseen runs), one steps call per
-run that is in flight or just ended, and none for runs already exported. The ledger is
-written only after the sink confirmed a batch.
+run that is in flight or just ended, and none for runs already captured. Mapped spans go
+to the ledger's spool first and leave it only when the sink confirmed them, so an outage
+of the backend costs neither API requests nor memory, and loses nothing.
 """
 
 from __future__ import annotations
@@ -17,14 +18,22 @@ from dataclasses import dataclass, field
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from exporter.errors import ApiAuthError, ApiError, ApiNotFoundError, ExportError, MappingError
+from exporter.errors import (
+    ApiAuthError,
+    ApiError,
+    ApiNotFoundError,
+    ExportError,
+    MappingError,
+    StateError,
+)
 from exporter.mapping.graph import graph_from_api
 from exporter.mapping.spans import MappingOptions, Problem, RunSpans, WorkflowInfo, map_run
 from exporter.mapping.timeparse import parse_optional_timestamp_ns
 from exporter.sink.base import SpanSink
 from exporter.source.client import MAX_PAGE_SIZE, OrchestraClient
 from exporter.source.models import Run, Workflow
-from exporter.state import Delivered, Ledger
+from exporter.spool import decode_span, encode_span
+from exporter.state import Capture, Ledger, Spooled
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,10 @@ class PollSettings:
     lookback_s: float = 3600.0
     shard: tuple[int, int] = (0, 1)
     export_batch_size: int = 512
+    # After a failed export, wait 5, 10, 20 ... seconds (capped) before the next attempt;
+    # polling goes on meanwhile and the spans wait in the spool.
+    export_backoff_base_s: float = 5.0
+    export_backoff_cap_s: float = 60.0
 
 
 @dataclass
@@ -65,14 +78,6 @@ class PollResult:
         if self.errors:
             text += f", {len(self.errors)} errors"
         return text
-
-
-@dataclass(frozen=True)
-class _Outgoing:
-    """Spans of one run for this cycle, and what the ledger learns once they arrive."""
-
-    spans: list[ReadableSpan]
-    delivered: Delivered
 
 
 def owns_workflow(workflow_id: str, shard: tuple[int, int]) -> bool:
@@ -105,6 +110,8 @@ class Poller:
         self.discovered = False
         self._reported: set[tuple[str, str]] = set()
         self.skipped_records = 0
+        self._export_failures = 0
+        self._export_resume_at = 0.0  # time.monotonic() before which no export is tried
 
     # --- discovery ---------------------------------------------------------------------
 
@@ -147,19 +154,20 @@ class Poller:
                 self._note_error(result, exc)
                 self._fallback_workflows()
         result.workflows = len(self.workflows)
-        outgoing: list[_Outgoing] = []
         gathered = await asyncio.gather(
             *(self._collect_workflow(info, result) for info in self.workflows.values()),
             return_exceptions=True,
         )
+        captures: list[Capture] = []
         for item in gathered:
             if isinstance(item, BaseException):
                 if not isinstance(item, Exception):
                     raise item
                 self._note_error(result, item)
             else:
-                outgoing.extend(item)
-        await self._deliver(outgoing, result)
+                captures.extend(item)
+        self._capture(captures, result)
+        await self.flush(result)
         result.requests = self.client.stats.total_requests - before
         return result
 
@@ -180,11 +188,12 @@ class Poller:
             self._note_error(result, exc)
             item = None
         result.runs_seen = 1
-        await self._deliver([item] if item else [], result)
+        self._capture([item] if item else [], result)
+        await self.flush(result, force=True)
         result.requests = self.client.stats.total_requests - before
         return result
 
-    async def _collect_workflow(self, info: WorkflowInfo, result: PollResult) -> list[_Outgoing]:
+    async def _collect_workflow(self, info: WorkflowInfo, result: PollResult) -> list[Capture]:
         now_ns = int(self.clock() * _NS)
         since = self.ledger.workflow_since(info.workflow_id)
         if since is None:
@@ -238,8 +247,8 @@ class Poller:
 
     async def _collect_due(
         self, info: WorkflowInfo, run: Run, result: PollResult
-    ) -> _Outgoing | None:
-        already = self.ledger.exported_steps(run.id)
+    ) -> Capture | None:
+        already = self.ledger.captured_steps(run.id)
         return await self._collect_run(info, run, result, already=already)
 
     async def _collect_run(
@@ -249,7 +258,7 @@ class Poller:
         result: PollResult,
         *,
         already: frozenset[str] | set[str],
-    ) -> _Outgoing | None:
+    ) -> Capture | None:
         steps = await self.client.get_steps(info.workflow_id, run.id)
         try:
             mapped = map_run(info, run, steps, self.options, already_exported=already)
@@ -259,39 +268,69 @@ class Poller:
         self._report_problems(info.workflow_id, mapped.problems)
         if not mapped.run_terminal:
             result.runs_in_flight += 1
-        return _outgoing(info.workflow_id, run, mapped)
+        return _capture_of(info.workflow_id, run, mapped)
 
-    # --- export ------------------------------------------------------------------------
+    # --- spool and export -------------------------------------------------------------
 
-    async def _deliver(self, outgoing: Sequence[_Outgoing], result: PollResult) -> None:
-        batch: list[_Outgoing] = []
-        size = 0
-        pending = sum(len(item.spans) for item in outgoing)
-        for index, item in enumerate(outgoing):
-            batch.append(item)
-            size += len(item.spans)
-            last = index == len(outgoing) - 1
-            if size >= self.settings.export_batch_size or last:
-                try:
-                    await self._send(batch, size, result)
-                except ExportError as exc:
-                    self._note_error(result, exc)
-                    break
-                pending -= size
-                batch, size = [], 0
-        result.pending_spans = pending
+    def _capture(self, captures: Sequence[Capture], result: PollResult) -> None:
+        if not captures:
+            return
+        self.ledger.capture(captures, now_ns=int(self.clock() * _NS))
+        result.runs_completed += sum(1 for item in captures if item.run_done)
 
-    async def _send(self, batch: list[_Outgoing], size: int, result: PollResult) -> None:
-        spans = [span for item in batch for span in item.spans]
-        for start in range(0, max(len(spans), 1), self.settings.export_batch_size):
-            chunk = spans[start : start + self.settings.export_batch_size]
-            if chunk and not await asyncio.to_thread(self.sink.export, chunk):
-                raise ExportError(f"{self.sink.name}: the span export was not confirmed")
-        self.ledger.record_delivery(
-            [item.delivered for item in batch], now_ns=int(self.clock() * _NS)
+    async def flush(self, result: PollResult, *, force: bool = False) -> None:
+        """Send the spool, oldest first, in bounded batches, until empty or refused.
+
+        After a refusal, exports pause with capped exponential backoff (unless `force`):
+        a backend that is down is not hammered, and the spool keeps everything meanwhile.
+        """
+        wait = self._export_resume_at - time.monotonic()
+        if wait > 0 and not force:
+            result.errors.append(f"{self.sink.name}: exports paused {wait:.0f}s more")
+        else:
+            await self._send_spool(result)
+        result.pending_spans = self.ledger.pending_count()
+
+    async def _send_spool(self, result: PollResult) -> None:
+        after = 0
+        while True:
+            batch = self.ledger.spooled(self.settings.export_batch_size, after_id=after)
+            if not batch:
+                return
+            after = batch[-1].id
+            spans, unreadable = self._decode(batch)
+            if spans and not await asyncio.to_thread(self.sink.export, spans):
+                self._export_failed(result)
+                return
+            self._export_failures = 0
+            self.ledger.confirm([item.id for item in batch])
+            result.spans_exported += len(spans)
+            self.skipped_records += unreadable
+
+    def _decode(self, batch: Sequence[Spooled]) -> tuple[list[ReadableSpan], int]:
+        spans, unreadable = [], 0
+        for item in batch:
+            try:
+                spans.append(decode_span(item.payload, self.options.resource, self.options.scope))
+            except StateError as exc:
+                unreadable += 1  # dropped with the batch: it can never be sent
+                self._report_once(f"spooled span #{item.id} of run {item.run_id}", str(exc))
+        return spans, unreadable
+
+    def _export_failed(self, result: PollResult) -> None:
+        self._export_failures += 1
+        delay = min(
+            self.settings.export_backoff_cap_s,
+            self.settings.export_backoff_base_s * 2 ** min(self._export_failures - 1, 16),
         )
-        result.spans_exported += size
-        result.runs_completed += sum(1 for item in batch if item.delivered.run_done)
+        self._export_resume_at = time.monotonic() + delay
+        self._note_error(
+            result,
+            ExportError(
+                f"{self.sink.name}: the span export was not confirmed; "
+                f"spans stay spooled, next attempt in {delay:.0f}s"
+            ),
+        )
 
     # --- reporting ---------------------------------------------------------------------
 
@@ -331,12 +370,16 @@ def _ended_before(run: Run, since_ns: int) -> bool:
     return end is not None and end < since_ns
 
 
-def _outgoing(workflow_id: str, run: Run, mapped: RunSpans) -> _Outgoing | None:
-    spans = mapped.all_spans()
+def _capture_of(workflow_id: str, run: Run, mapped: RunSpans) -> Capture | None:
     # A terminal run whose root could not be built is done all the same: polling it
     # again would only repeat the same problem.
-    run_done = mapped.run_terminal
-    if not spans and not run_done:
+    if not mapped.steps and mapped.root is None and not mapped.run_terminal:
         return None
-    delivered = Delivered(workflow_id, run.id, tuple(mapped.steps), run_done, run.status)
-    return _Outgoing(spans, delivered)
+    return Capture(
+        workflow_id=workflow_id,
+        run_id=run.id,
+        status=run.status,
+        step_spans={step_id: encode_span(span) for step_id, span in mapped.steps.items()},
+        root_span=encode_span(mapped.root) if mapped.root is not None else None,
+        run_done=mapped.run_terminal,
+    )

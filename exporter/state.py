@@ -1,9 +1,11 @@
-"""The SQLite ledger: which workflows, runs and steps have been exported.
+"""The SQLite ledger: what was seen, what waits in the spool, what was delivered.
 
-Written only after the sink confirmed an export, so a crash or an outage can cost a
-duplicate (ids are deterministic, backends deduplicate) but never a lost span. WAL
-mode lets the daemon write while `check` or an operator reads. The file holds ids,
-statuses and times only: no content, no credentials.
+A finished step (or run) is mapped once, and its span goes into the spool table in the
+same transaction that marks the step as captured; so the API is never asked for it again,
+and spans waiting for a backend that is down live on disk, not in RAM. A spooled span is
+deleted only after the sink confirmed it: a crash or an outage can cost a duplicate (ids
+are deterministic, backends deduplicate) but never a lost span. WAL mode lets the daemon
+write while an operator reads. No credentials are ever stored here.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Final
 
 from exporter.errors import StateError
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -32,7 +34,8 @@ CREATE TABLE IF NOT EXISTS workflows (
     since_ns      INTEGER NOT NULL,
     first_seen_ns INTEGER NOT NULL
 );
--- A run is tracked from the poll that first sees it; done = its root span was exported.
+-- A run is tracked from the poll that first sees it; done = its root span was captured
+-- (spooled), so the API is not asked about it again.
 CREATE TABLE IF NOT EXISTS runs (
     workflow_id   TEXT NOT NULL,
     run_id        TEXT NOT NULL,
@@ -43,12 +46,20 @@ CREATE TABLE IF NOT EXISTS runs (
     PRIMARY KEY (workflow_id, run_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_open ON runs (workflow_id) WHERE done = 0;
-CREATE TABLE IF NOT EXISTS exported_steps (
+CREATE TABLE IF NOT EXISTS captured_steps (
     run_id      TEXT NOT NULL,
     step_id     TEXT NOT NULL,
-    exported_ns INTEGER NOT NULL,
+    captured_ns INTEGER NOT NULL,
     PRIMARY KEY (run_id, step_id)
 ) WITHOUT ROWID;
+-- Spans waiting for the sink's confirmation, oldest first.
+CREATE TABLE IF NOT EXISTS spool (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow_id TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    queued_ns   INTEGER NOT NULL
+);
 """
 
 
@@ -59,14 +70,27 @@ class RunState:
 
 
 @dataclass(frozen=True)
-class Delivered:
-    """What one confirmed export covered: steps of a run, and whether its root went too."""
+class Capture:
+    """Spans of one run mapped in this poll, and what the ledger learns from them."""
 
     workflow_id: str
     run_id: str
-    step_ids: tuple[str, ...]
-    run_done: bool
     status: str | None
+    step_spans: dict[str, str]  # step id -> encoded span
+    root_span: str | None
+    run_done: bool
+
+    @property
+    def span_count(self) -> int:
+        return len(self.step_spans) + (self.root_span is not None)
+
+
+@dataclass(frozen=True)
+class Spooled:
+    id: int
+    workflow_id: str
+    run_id: str
+    payload: str
 
 
 class Ledger:
@@ -143,18 +167,26 @@ class Ledger:
                 [(workflow_id, run_id, status, now_ns) for run_id, status in runs],
             )
 
-    def exported_steps(self, run_id: str) -> set[str]:
-        rows = self._all("SELECT step_id FROM exported_steps WHERE run_id = ?", (run_id,))
+    def captured_steps(self, run_id: str) -> set[str]:
+        rows = self._all("SELECT step_id FROM captured_steps WHERE run_id = ?", (run_id,))
         return {row[0] for row in rows}
 
-    def record_delivery(self, deliveries: Iterable[Delivered], now_ns: int) -> None:
-        """Remember one confirmed export, in one transaction."""
+    def capture(self, captures: Iterable[Capture], now_ns: int) -> None:
+        """Spool the spans and mark their steps and runs captured, in one transaction."""
         with self._write() as db:
-            for item in deliveries:
+            for item in captures:
                 db.executemany(
-                    "INSERT OR IGNORE INTO exported_steps (run_id, step_id, exported_ns) "
+                    "INSERT OR IGNORE INTO captured_steps (run_id, step_id, captured_ns) "
                     "VALUES (?, ?, ?)",
-                    [(item.run_id, step_id, now_ns) for step_id in item.step_ids],
+                    [(item.run_id, step_id, now_ns) for step_id in item.step_spans],
+                )
+                payloads = [*item.step_spans.values()]
+                if item.root_span is not None:
+                    payloads.append(item.root_span)
+                db.executemany(
+                    "INSERT INTO spool (workflow_id, run_id, payload, queued_ns) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(item.workflow_id, item.run_id, payload, now_ns) for payload in payloads],
                 )
                 db.execute(
                     "INSERT INTO runs (workflow_id, run_id, status, first_seen_ns, done, done_ns) "
@@ -171,14 +203,32 @@ class Ledger:
                     ),
                 )
 
+    def spooled(self, limit: int, after_id: int = 0) -> list[Spooled]:
+        rows = self._all(
+            "SELECT id, workflow_id, run_id, payload FROM spool WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [Spooled(*row) for row in rows]
+
+    def confirm(self, spooled_ids: Sequence[int]) -> None:
+        """The sink confirmed these spans: they leave the spool."""
+        with self._write() as db:
+            db.executemany("DELETE FROM spool WHERE id = ?", [(i,) for i in spooled_ids])
+
+    def pending_count(self) -> int:
+        row = self._one("SELECT count(*) FROM spool", ())
+        return int(row[0]) if row else 0
+
     def counts(self) -> dict[str, int]:
         row = self._one(
             "SELECT (SELECT count(*) FROM workflows), (SELECT count(*) FROM runs), "
-            "(SELECT count(*) FROM runs WHERE done = 0), (SELECT count(*) FROM exported_steps)",
+            "(SELECT count(*) FROM runs WHERE done = 0), (SELECT count(*) FROM captured_steps), "
+            "(SELECT count(*) FROM spool)",
             (),
         )
         assert row is not None
-        return {"workflows": row[0], "runs": row[1], "open_runs": row[2], "steps": row[3]}
+        keys = ("workflows", "runs", "open_runs", "steps", "pending_spans")
+        return dict(zip(keys, row, strict=True))
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -187,6 +237,11 @@ class Ledger:
         if row is None:
             self._db.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        elif int(row[0]) < SCHEMA_VERSION:
+            raise StateError(
+                f"the state file {self.path} is from an older development version "
+                f"(schema {row[0]}); move it away to start afresh"
             )
         elif int(row[0]) > SCHEMA_VERSION:
             raise StateError(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+from opentelemetry.trace import SpanContext, TraceFlags
+
 _ROOT_PREFIX = b"orchestra-otel/run/"
 _STEP_PREFIX = b"orchestra-otel/step/"
 
@@ -31,6 +33,12 @@ def step_span_id(step_id: str) -> int:
     # Step ids look like UUIDs but are not always valid ones (the documented example
     # holds a 'g'), so they are hashed, never parsed.
     return _digest_int(_STEP_PREFIX + step_id.encode("utf-8", "surrogatepass"), 8)
+
+
+def span_context(trace_id: int, span_id: int) -> SpanContext:
+    return SpanContext(
+        trace_id, span_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+    )
 
 
 def format_trace_id(trace_id: int) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from exporter.errors import MappingError
 from exporter.mapping import attributes as attr
@@ -29,12 +29,10 @@ from exporter.mapping.genai import (
     model_content,
 )
 from exporter.mapping.graph import EMPTY_GRAPH, WorkflowGraph
-from exporter.mapping.ids import root_span_id, step_span_id, trace_id_for_run
+from exporter.mapping.ids import root_span_id, span_context, step_span_id, trace_id_for_run
 from exporter.mapping.status import run_is_terminal, step_is_terminal
 from exporter.mapping.timeparse import parse_optional_timestamp_ns
 from exporter.source.models import Run, Step
-
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
 @dataclass(frozen=True)
@@ -218,8 +216,8 @@ def _step_span(
     is_model = view.node_type == attr.NODE_TYPE_MODEL
     return ReadableSpan(
         name=view.node_id or "step",
-        context=_context(trace_id, step_span_id(step.id)),
-        parent=_context(trace_id, root_span_id(run.id)),
+        context=span_context(trace_id, step_span_id(step.id)),
+        parent=span_context(trace_id, root_span_id(run.id)),
         resource=options.resource,
         attributes=attributes,
         events=_exception_events(view.failure, view.end_ns, options),
@@ -259,7 +257,7 @@ def _upstream_links(
     for parent_node in _upstream_nodes(view, views, graph):
         parent = _latest_step_of(parent_node, views, before_ns=view.start_ns)
         if parent is not None:
-            context = _context(trace_id, step_span_id(parent.step.id))
+            context = span_context(trace_id, step_span_id(parent.step.id))
             links.append(Link(context, {attr.NODE_ID: parent_node}))
     return links
 
@@ -319,7 +317,7 @@ def _root_span(
         attributes.update(_truncated(content, options.content_max_length))
     return ReadableSpan(
         name=workflow.display_name,
-        context=_context(trace_id, root_span_id(run.id)),
+        context=span_context(trace_id, root_span_id(run.id)),
         parent=None,
         resource=options.resource,
         attributes=attributes,
@@ -375,10 +373,6 @@ def _status(failure: Failure | None) -> Status:
     if failure is None:
         return Status(StatusCode.UNSET)
     return Status(StatusCode.ERROR, failure.message)
-
-
-def _context(trace_id: int, span_id: int) -> SpanContext:
-    return SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED)
 
 
 def _generic_content(

@@ -180,3 +180,17 @@ def test_re_export_is_byte_identical(shared_dir: Path) -> None:
         first = json.dumps(render(case), sort_keys=True)
         again = json.dumps(render(case), sort_keys=True)
         assert first == again
+
+
+def test_spooled_spans_come_back_identical(shared_dir: Path) -> None:
+    """Spans wait in the ledger as JSON; what leaves the spool must be what went in."""
+    from exporter.spool import decode_span, encode_span
+
+    for case in cases(shared_dir):
+        mapped = map_run(case.workflow, case.run, case.steps, case.options)
+        spans = mapped.all_spans()
+        restored = [
+            decode_span(encode_span(span), case.options.resource, case.options.scope)
+            for span in spans
+        ]
+        assert to_otlp_dict(restored) == to_otlp_dict(spans), case.name

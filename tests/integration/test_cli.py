@@ -68,14 +68,21 @@ def test_receiver_down_then_up_loses_nothing(world: World) -> None:
     down = world.cli("once", protocol="http/protobuf")
     assert down.returncode == 1, down.stderr
     assert "not confirmed" in down.stderr
+    # Nothing was acknowledged: every span waits in the ledger's spool.
     with sqlite3.connect(world.state_path) as db:
-        assert db.execute("SELECT count(*) FROM exported_steps").fetchone()[0] == 0
-        assert db.execute("SELECT count(*) FROM runs WHERE done = 1").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM spool").fetchone()[0] == (
+            world.expected_span_count()
+        )
     world.receiver.start()
+    world.emulator.reset_stats()
     up = world.cli("once", protocol="http/protobuf")
     assert up.returncode == 0, up.stderr
     world.receiver.wait_for_spans(world.expected_span_count(), timeout=10)
     assert world.receiver.duplicate_count() == 0
+    # The spool, not the API, supplied them: no run was fetched a second time.
+    assert world.requests().get("steps", 0) == 0
+    with sqlite3.connect(world.state_path) as db:
+        assert db.execute("SELECT count(*) FROM spool").fetchone()[0] == 0
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -1,0 +1,94 @@
+"""Spans <-> compact JSON, so spans waiting for the backend live on disk, not in RAM.
+
+A span is written to the ledger's spool when its step (or run) is first seen finished and
+deleted once the sink confirmed it. Encoding keeps everything that makes the span what
+it is (ids, name, kind, times, attributes, events, links, status); the resource and scope
+are the exporting process's, as a re-export from a new process may differ only there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from exporter.errors import StateError
+from exporter.mapping.ids import span_context
+
+
+def encode_span(span: ReadableSpan) -> str:
+    context = span.context
+    if context is None:
+        raise StateError(f"span {span.name!r} has no context")
+    document: dict[str, Any] = {
+        "n": span.name,
+        "t": f"{context.trace_id:032x}",
+        "s": f"{context.span_id:016x}",
+        "k": span.kind.value,
+        "b": span.start_time,
+        "e": span.end_time,
+        "a": dict(span.attributes or {}),
+    }
+    if span.parent is not None:
+        document["p"] = f"{span.parent.span_id:016x}"
+    if span.events:
+        document["ev"] = [[ev.name, ev.timestamp, dict(ev.attributes or {})] for ev in span.events]
+    if span.links:
+        document["l"] = [
+            [
+                f"{link.context.trace_id:032x}",
+                f"{link.context.span_id:016x}",
+                dict(link.attributes or {}),
+            ]
+            for link in span.links
+        ]
+    if span.status.status_code is not StatusCode.UNSET:
+        document["st"] = [span.status.status_code.value, span.status.description]
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_span(text: str, resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
+    try:
+        document = json.loads(text)
+        trace_id = int(document["t"], 16)
+        parent = document.get("p")
+        status = document.get("st")
+        return ReadableSpan(
+            name=document["n"],
+            context=span_context(trace_id, int(document["s"], 16)),
+            parent=span_context(trace_id, int(parent, 16)) if parent else None,
+            resource=resource,
+            attributes=_attributes(document.get("a")),
+            events=[
+                Event(name, _attributes(attrs), timestamp=at)
+                for name, at, attrs in document.get("ev", ())
+            ],
+            links=[
+                Link(span_context(int(t, 16), int(s, 16)), _attributes(attrs))
+                for t, s, attrs in document.get("l", ())
+            ],
+            kind=SpanKind(document["k"]),
+            status=Status(StatusCode(status[0]), status[1]) if status else Status(StatusCode.UNSET),
+            start_time=document["b"],
+            end_time=document["e"],
+            instrumentation_scope=scope,
+        )
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise StateError(f"a spooled span cannot be read back: {exc}") from exc
+
+
+def _attributes(raw: object) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        return {}
+    # JSON turns tuples into lists; attribute sequences are lists on both sides anyway.
+    return {
+        str(key): list(value)
+        if isinstance(value, Sequence) and not isinstance(value, str)
+        else value
+        for key, value in raw.items()
+    }
