@@ -18,6 +18,7 @@ from exporter.sink.base import SpanSink
 from exporter.source.client import OrchestraClient
 from exporter.source.retry import RetryPolicy
 from exporter.state import Ledger
+from exporter.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,16 @@ class Runtime:
     ledger: Ledger
     sink: SpanSink
     poller: Poller
-    _auth_failing: bool = False
+    _api_key: str = ""
+    _auth_failing_logged: bool = False
+
+    @property
+    def telemetry(self) -> Telemetry:
+        return self.poller.telemetry
+
+    def _set_auth_failing(self, failing: bool) -> None:
+        self.telemetry.state.auth_failing = failing
+        self.telemetry.api_auth_failing.set(int(failing))
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -60,9 +70,25 @@ class Runtime:
         self.ledger.close()
 
     async def poll_and_log(self) -> PollResult:
+        if self.telemetry.state.auth_failing:
+            self._reload_key_file()
         result = await self.poller.poll()
         self._log_result(result)
         return result
+
+    def _reload_key_file(self) -> None:
+        """A rejected key may have been rotated in its file: pick the new one up."""
+        if self.settings.api_key_file is None:
+            return
+        try:
+            key = self.settings.api_key_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("cannot re-read ORCHESTRA_API_KEY_FILE: %s", type(exc).__name__)
+            return
+        if key and key != self._api_key:
+            self._api_key = key
+            self.client.set_api_key(key)
+            log.info("ORCHESTRA_API_KEY_FILE changed: using the new key")
 
     async def discover(self) -> None:
         try:
@@ -73,8 +99,9 @@ class Runtime:
     def _log_result(self, result: PollResult) -> None:
         if result.auth_failed:
             self._log_auth(None)
-        elif self._auth_failing:
-            self._auth_failing = False
+        elif self._auth_failing_logged and not result.api_failed:
+            self._auth_failing_logged = False
+            self._set_auth_failing(False)
             log.warning("the API accepts the key again; polling resumed")
         level = logging.WARNING if result.errors else logging.INFO
         log.log(level, result.summary())
@@ -83,9 +110,10 @@ class Runtime:
 
     def _log_auth(self, exc: ApiAuthError | None) -> None:
         """Said once per outage: the key is wrong until someone fixes it."""
-        if self._auth_failing:
+        self._set_auth_failing(True)
+        if self._auth_failing_logged:
             return
-        self._auth_failing = True
+        self._auth_failing_logged = True
         log.error(
             "the Orchestra API rejected the API key%s; check ORCHESTRA_API_KEY or "
             "ORCHESTRA_API_KEY_FILE. The daemon keeps polling and recovers by itself "
@@ -102,8 +130,11 @@ def open_runtime(settings: Settings, sink: SpanSink, api_key: str) -> Runtime:
         timeout=settings.api_timeout,
         max_concurrency=settings.api_concurrency,
         retry=retry,
+        verify=str(settings.ca_file) if settings.ca_file else True,
     )
     ledger = Ledger(settings.state_path)
+    telemetry = Telemetry()
+    telemetry.watch_client(lambda: client.stats)
     poller = Poller(
         client,
         ledger,
@@ -114,6 +145,9 @@ def open_runtime(settings: Settings, sink: SpanSink, api_key: str) -> Runtime:
             lookback_s=settings.lookback,
             shard=settings.shard,
             export_batch_size=settings.export_batch_size,
+            retention_s=settings.retention,
         ),
+        telemetry=telemetry,
     )
-    return Runtime(settings, client, ledger, sink, poller)
+    client.on_rejected = poller.report_rejected
+    return Runtime(settings, client, ledger, sink, poller, _api_key=api_key)

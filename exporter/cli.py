@@ -20,6 +20,7 @@ from exporter import __version__
 from exporter.app import Runtime, mapping_options, open_runtime
 from exporter.config import KEYS, Settings, load_settings
 from exporter.errors import ApiAuthError, ApiError, ConfigError, OrchestraOtelError
+from exporter.httpserver import HttpServer
 from exporter.logs import configure_logging
 from exporter.mapping.graph import graph_from_api
 from exporter.mapping.spans import WorkflowInfo, map_run
@@ -194,7 +195,12 @@ async def _once(settings: Settings, sink: SpanSink, api_key: str) -> int:
 
 
 async def _daemon(
-    settings: Settings, sink: SpanSink, api_key: str, duration: float | None = None
+    settings: Settings,
+    sink: SpanSink,
+    api_key: str,
+    duration: float | None = None,
+    *,
+    any_port_if_busy: bool = False,
 ) -> int:
     runtime = open_runtime(settings, sink, api_key)
     log.info(
@@ -214,12 +220,30 @@ async def _daemon(
         poll_interval=settings.poll_interval,
         discovery_interval=settings.discovery_interval,
     )
+    server = None
     try:
+        if settings.http_addr is not None:
+            server = _http_server(settings, runtime, any_port_if_busy)
+            server.start()
         await daemon.run(duration)
     finally:
+        if server is not None:
+            server.stop()
         await runtime.close()
     log.info("stopped")
     return EXIT_OK
+
+
+def _http_server(settings: Settings, runtime: Runtime, any_port_if_busy: bool) -> HttpServer:
+    assert settings.http_addr is not None
+    try:
+        return HttpServer(settings.http_addr, runtime.telemetry, settings.poll_interval)
+    except ConfigError:
+        if not any_port_if_busy:
+            raise
+        # The demo must start even beside a real daemon holding the default port.
+        host = settings.http_addr[0]
+        return HttpServer((host, 0), runtime.telemetry, settings.poll_interval)
 
 
 def _exit_code(result: PollResult) -> int:
@@ -276,7 +300,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             + "\n",
             flush=True,
         )
-        return asyncio.run(_daemon(settings, sink, DEMO_API_KEY, duration=args.duration))
+        return asyncio.run(
+            _daemon(settings, sink, DEMO_API_KEY, duration=args.duration, any_port_if_busy=True)
+        )
     finally:
         emulator.stop()
 

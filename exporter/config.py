@@ -63,6 +63,8 @@ KEYS: Final = (
     Key("api_timeout", "ORCHESTRA_API_TIMEOUT", "seconds before an API request times out"),
     Key("api_concurrency", "ORCHESTRA_API_CONCURRENCY", "API requests in flight at most"),
     Key("export_batch_size", "ORCHESTRA_EXPORT_BATCH_SIZE", "spans per OTLP request at most"),
+    Key("retention", "ORCHESTRA_RETENTION", "seconds the ledger remembers finished runs"),
+    Key("ca_file", "ORCHESTRA_CA_FILE", "CA bundle to verify the API's TLS certificate"),
 )
 KEYS_BY_FIELD: Final = {key.field: key for key in KEYS}
 
@@ -87,8 +89,17 @@ class Settings(BaseModel):
     api_timeout: float = Field(10.0, gt=0, le=600)
     api_concurrency: int = Field(4, ge=1, le=64)
     export_batch_size: int = Field(512, ge=1, le=10_000)
+    retention: float = Field(7 * 86_400.0, ge=3600, allow_inf_nan=False)
+    ca_file: Path | None = None
     otlp_protocol: str = "grpc"
     otlp_endpoint: str | None = None  # from OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
 
     @field_validator("base_url")
     @classmethod

@@ -31,9 +31,10 @@ from exporter.mapping.spans import MappingOptions, Problem, RunSpans, WorkflowIn
 from exporter.mapping.timeparse import parse_optional_timestamp_ns
 from exporter.sink.base import SpanSink
 from exporter.source.client import MAX_PAGE_SIZE, OrchestraClient
-from exporter.source.models import Run, Workflow
+from exporter.source.models import RejectedRecord, Run, Workflow
 from exporter.spool import decode_span, encode_span
 from exporter.state import Capture, Ledger, Spooled
+from exporter.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ class PollSettings:
     lookback_s: float = 3600.0
     shard: tuple[int, int] = (0, 1)
     export_batch_size: int = 512
+    # Keeps each OTLP request well under the 4 MiB that gRPC receivers accept by default
+    # (spooled JSON is larger than the protobuf it becomes, so this is conservative).
+    export_batch_bytes: int = 3 * 1024 * 1024
+    retention_s: float = 7 * 86_400.0
     # After a failed export, wait 5, 10, 20 ... seconds (capped) before the next attempt;
     # polling goes on meanwhile and the spans wait in the spool.
     export_backoff_base_s: float = 5.0
@@ -63,6 +68,8 @@ class PollResult:
     pending_spans: int = 0
     errors: list[str] = field(default_factory=list)
     auth_failed: bool = False
+    api_failed: bool = False
+    export_failed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -98,6 +105,7 @@ class Poller:
         options: MappingOptions,
         settings: PollSettings,
         *,
+        telemetry: Telemetry | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
@@ -106,12 +114,14 @@ class Poller:
         self.options = options
         self.settings = settings
         self.clock = clock
+        self.telemetry = telemetry or Telemetry()
         self.workflows: dict[str, WorkflowInfo] = {}
         self.discovered = False
         self._reported: set[tuple[str, str]] = set()
         self.skipped_records = 0
         self._export_failures = 0
         self._export_resume_at = 0.0  # time.monotonic() before which no export is tried
+        self._next_prune = 0.0
 
     # --- discovery ---------------------------------------------------------------------
 
@@ -145,6 +155,12 @@ class Poller:
     # --- the poll ----------------------------------------------------------------------
 
     async def poll(self) -> PollResult:
+        started = time.monotonic()
+        result = await self._poll()
+        self._observe(result, time.monotonic() - started)
+        return result
+
+    async def _poll(self) -> PollResult:
         result = PollResult()
         before = self.client.stats.total_requests
         if not self.discovered:
@@ -168,6 +184,7 @@ class Poller:
                 captures.extend(item)
         self._capture(captures, result)
         await self.flush(result)
+        self._prune_if_due()
         result.requests = self.client.stats.total_requests - before
         return result
 
@@ -294,7 +311,10 @@ class Poller:
     async def _send_spool(self, result: PollResult) -> None:
         after = 0
         while True:
-            batch = self.ledger.spooled(self.settings.export_batch_size, after_id=after)
+            batch = _within_bytes(
+                self.ledger.spooled(self.settings.export_batch_size, after_id=after),
+                self.settings.export_batch_bytes,
+            )
             if not batch:
                 return
             after = batch[-1].id
@@ -305,7 +325,8 @@ class Poller:
             self._export_failures = 0
             self.ledger.confirm([item.id for item in batch])
             result.spans_exported += len(spans)
-            self.skipped_records += unreadable
+            self.telemetry.spans_exported.labels(self.sink.name).inc(len(spans))
+            self._count_skipped("spooled_span", unreadable)
 
     def _decode(self, batch: Sequence[Spooled]) -> tuple[list[ReadableSpan], int]:
         spans, unreadable = [], 0
@@ -319,6 +340,8 @@ class Poller:
 
     def _export_failed(self, result: PollResult) -> None:
         self._export_failures += 1
+        result.export_failed = True
+        self.telemetry.export_failures.labels(self.sink.name).inc()
         delay = min(
             self.settings.export_backoff_cap_s,
             self.settings.export_backoff_base_s * 2 ** min(self._export_failures - 1, 16),
@@ -332,9 +355,45 @@ class Poller:
             ),
         )
 
+    def _prune_if_due(self) -> None:
+        """Forget runs finished longer ago than the retention, at most once an hour."""
+        now = self.clock()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + 3600
+        cutoff_ns = int((now - self.settings.retention_s) * _NS)
+        removed = self.ledger.prune(cutoff_ns)
+        if removed:
+            log.info("ledger: forgot %d runs finished before the retention period", removed)
+
     # --- reporting ---------------------------------------------------------------------
 
+    def _observe(self, result: PollResult, duration: float) -> None:
+        telemetry = self.telemetry
+        telemetry.poll_duration.observe(duration)
+        telemetry.polls.labels("ok" if result.ok else "error").inc()
+        telemetry.pending_spans.set(result.pending_spans)
+        state = telemetry.state
+        state.pending_spans = result.pending_spans
+        if not result.api_failed:
+            state.last_poll_ok = self.clock()
+            telemetry.last_successful_poll.set(state.last_poll_ok)
+        if result.spans_exported or result.export_failed:
+            state.export_failing = result.export_failed and result.pending_spans > 0
+
+    def _count_skipped(self, kind: str, count: int = 1) -> None:
+        if count:
+            self.skipped_records += count
+            self.telemetry.skipped_records.labels(kind).inc(count)
+
+    def report_rejected(self, endpoint: str, record: RejectedRecord) -> None:
+        """A record of an API answer failed validation: logged once, counted, skipped."""
+        self._count_skipped(f"{endpoint}_record")
+        self._report_once(f"{endpoint} record #{record.index}", f"skipped: {record.reason}")
+
     def _note_error(self, result: PollResult, exc: BaseException) -> None:
+        if isinstance(exc, ApiError):
+            result.api_failed = True
         if isinstance(exc, ApiAuthError):
             result.auth_failed = True
         result.errors.append(str(exc))
@@ -343,7 +402,7 @@ class Poller:
     def _report_problems(self, workflow_id: str, problems: Sequence[Problem]) -> None:
         for problem in problems:
             if problem.skipped:
-                self.skipped_records += 1
+                self._count_skipped(problem.record.split(" ", 1)[0])
             action = "skipped" if problem.skipped else "exported with what is valid"
             self._report_once(problem.record, f"{problem.reason} ({action}; {workflow_id})")
 
@@ -355,6 +414,16 @@ class Poller:
             self._reported.clear()
         self._reported.add(key)
         log.warning("%s: %s", record, reason)
+
+
+def _within_bytes(batch: list[Spooled], budget: int) -> list[Spooled]:
+    """The longest prefix within the byte budget (always at least one span)."""
+    total = 0
+    for index, item in enumerate(batch):
+        total += len(item.payload)
+        if total > budget and index > 0:
+            return batch[:index]
+    return batch
 
 
 def _workflow_info(workflow: Workflow) -> WorkflowInfo:

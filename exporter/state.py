@@ -219,6 +219,25 @@ class Ledger:
         row = self._one("SELECT count(*) FROM spool", ())
         return int(row[0]) if row else 0
 
+    def prune(self, cutoff_ns: int) -> int:
+        """Forget runs captured before `cutoff_ns`, and never export older runs again.
+
+        Each workflow's window moves up to the cutoff: a forgotten run that still shows
+        in the history (it ended before it was captured, so before the cutoff) stays
+        ignored instead of being exported a second time.
+        """
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM captured_steps WHERE run_id IN "
+                "(SELECT run_id FROM runs WHERE done = 1 AND done_ns < ?)",
+                (cutoff_ns,),
+            )
+            removed = db.execute(
+                "DELETE FROM runs WHERE done = 1 AND done_ns < ?", (cutoff_ns,)
+            ).rowcount
+            db.execute("UPDATE workflows SET since_ns = max(since_ns, ?)", (cutoff_ns,))
+        return int(removed)
+
     def counts(self) -> dict[str, int]:
         row = self._one(
             "SELECT (SELECT count(*) FROM workflows), (SELECT count(*) FROM runs), "

@@ -34,6 +34,13 @@ from exporter.mapping.status import run_is_terminal, step_is_terminal
 from exporter.mapping.timeparse import parse_optional_timestamp_ns
 from exporter.source.models import Run, Step
 
+# Bounds on what one span may carry, whatever the records hold (attribute text is bounded
+# by MappingOptions.content_max_length). A step consuming hundreds of upstream outputs
+# links to the first MAX_LINKS of them.
+MAX_LINKS = 64
+MAX_LIST_ITEMS = 32
+MAX_NAME_LENGTH = 256
+
 
 @dataclass(frozen=True)
 class WorkflowInfo:
@@ -215,15 +222,15 @@ def _step_span(
         attributes[attr.ERROR_TYPE] = view.failure.error_type
     is_model = view.node_type == attr.NODE_TYPE_MODEL
     return ReadableSpan(
-        name=view.node_id or "step",
+        name=truncate(view.node_id or "step", MAX_NAME_LENGTH),
         context=span_context(trace_id, step_span_id(step.id)),
         parent=span_context(trace_id, root_span_id(run.id)),
         resource=options.resource,
-        attributes=attributes,
+        attributes=_bounded(attributes, options.content_max_length),
         events=_exception_events(view.failure, view.end_ns, options),
-        links=_upstream_links(view, views, workflow.graph, trace_id),
+        links=_upstream_links(view, views, workflow.graph, trace_id)[:MAX_LINKS],
         kind=SpanKind.CLIENT if is_model else SpanKind.INTERNAL,
-        status=_status(view.failure),
+        status=_status(view.failure, options),
         start_time=view.start_ns,
         end_time=view.end_ns,
         instrumentation_scope=options.scope,
@@ -246,7 +253,7 @@ def _semantic_attributes(view: _StepView, options: MappingOptions) -> Attributes
         content = _generic_content(
             attr.STEP_INPUT, view.step.inputs, attr.STEP_OUTPUT, view.step.outputs
         )
-    found.update(_truncated(content, options.content_max_length))
+    found.update(content)
     return found
 
 
@@ -314,16 +321,16 @@ def _root_span(
         attributes[attr.ERROR_TYPE] = failure.error_type
     if options.capture_content:
         content = _generic_content(attr.RUN_INPUT, run.inputs, attr.RUN_OUTPUT, run.outputs)
-        attributes.update(_truncated(content, options.content_max_length))
+        attributes.update(content)
     return ReadableSpan(
-        name=workflow.display_name,
+        name=truncate(workflow.display_name, MAX_NAME_LENGTH),
         context=span_context(trace_id, root_span_id(run.id)),
         parent=None,
         resource=options.resource,
-        attributes=attributes,
+        attributes=_bounded(attributes, options.content_max_length),
         events=_exception_events(failure, end, options),
         kind=SpanKind.INTERNAL,
-        status=_status(failure),
+        status=_status(failure, options),
         start_time=start,
         end_time=end,
         instrumentation_scope=options.scope,
@@ -369,10 +376,10 @@ def _exception_events(failure: Failure | None, at_ns: int, options: MappingOptio
     return [Event(attr.EXCEPTION_EVENT, attributes, timestamp=at_ns)]
 
 
-def _status(failure: Failure | None) -> Status:
+def _status(failure: Failure | None, options: MappingOptions) -> Status:
     if failure is None:
         return Status(StatusCode.UNSET)
-    return Status(StatusCode.ERROR, failure.message)
+    return Status(StatusCode.ERROR, truncate(failure.message, options.content_max_length))
 
 
 def _generic_content(
@@ -386,11 +393,21 @@ def _generic_content(
     return found
 
 
-def _truncated(content: Attributes, max_length: int) -> Attributes:
-    return {
-        name: truncate(value, max_length) if isinstance(value, str) else value
-        for name, value in content.items()
-    }
+def _bounded(attributes: Attributes, max_length: int) -> Attributes:
+    """Every text value cut to `max_length`, every list to MAX_LIST_ITEMS.
+
+    Backends drop or cut oversized attributes on their own terms (Tempo: 2 KiB by
+    default); cutting here keeps export requests small and the cut visible ("…").
+    """
+    bounded: Attributes = {}
+    for name, value in attributes.items():
+        if isinstance(value, str):
+            bounded[name] = truncate(value, max_length)
+        elif isinstance(value, list):
+            bounded[name] = [truncate(item, max_length) for item in value[:MAX_LIST_ITEMS]]
+        else:
+            bounded[name] = value
+    return bounded
 
 
 def _as_mapping(value: object) -> Mapping[str, object]:

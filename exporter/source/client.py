@@ -83,8 +83,12 @@ class OrchestraClient:
         self._retry = retry or RetryPolicy()
         self._rng = rng or random.Random()
         self._resume_at = 0.0  # time.monotonic() before which no request may leave
-        self._on_rejected = on_rejected
+        self.on_rejected = on_rejected
         self.stats = ClientStats()
+
+    def set_api_key(self, api_key: str) -> None:
+        """Use a new key from the next request on (the key file was rotated)."""
+        self._http.headers["Authorization"] = f"Bearer {api_key}"
 
     async def __aenter__(self) -> OrchestraClient:
         return self
@@ -241,8 +245,8 @@ class OrchestraClient:
     def _records(self, endpoint: str, items: list[object], model: type[RecordT]) -> list[RecordT]:
         good, rejected = parse_records(items, model)
         for record in rejected:
-            if self._on_rejected is not None:
-                self._on_rejected(endpoint, record)
+            if self.on_rejected is not None:
+                self.on_rejected(endpoint, record)
             else:
                 log.warning("%s: skipped record #%d: %s", endpoint, record.index, record.reason)
         return good

@@ -1,0 +1,117 @@
+"""The daemon's own metrics (Prometheus exposition) and the health/readiness verdicts.
+
+One registry per process object (not prometheus_client's global one), so tests and the
+demo can run several daemons in one process. API request counts are read from the
+client's own counters at scrape time rather than counted twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter.source.client import ClientStats
+
+PREFIX: Final = "orchestra_otel"
+POLL_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.polls = Counter(f"{PREFIX}_polls", "Polls run, by result", ["result"], registry=r)
+        self.poll_duration = Histogram(
+            f"{PREFIX}_poll_duration_seconds",
+            "Duration of one poll",
+            buckets=POLL_BUCKETS,
+            registry=r,
+        )
+        self.last_successful_poll = Gauge(
+            f"{PREFIX}_last_successful_poll_timestamp_seconds",
+            "Unix time of the last poll in which the API answered every request",
+            registry=r,
+        )
+        self.spans_exported = Counter(
+            f"{PREFIX}_spans_exported", "Spans the sink confirmed", ["sink"], registry=r
+        )
+        self.export_failures = Counter(
+            f"{PREFIX}_export_failures",
+            "Export requests the sink did not confirm",
+            ["sink"],
+            registry=r,
+        )
+        self.pending_spans = Gauge(
+            f"{PREFIX}_pending_spans",
+            "Spans spooled in the ledger, waiting for the sink",
+            registry=r,
+        )
+        self.skipped_records = Counter(
+            f"{PREFIX}_skipped_records",
+            "Records that could not be used (logged once each)",
+            ["kind"],
+            registry=r,
+        )
+        self.api_auth_failing = Gauge(
+            f"{PREFIX}_api_auth_failing", "1 while the API rejects the key (401/403)", registry=r
+        )
+        self.state = HealthState()
+
+    def watch_client(self, stats: Callable[[], ClientStats]) -> None:
+        self.registry.register(_ClientCollector(stats))
+
+
+class _ClientCollector(Collector):
+    def __init__(self, stats: Callable[[], ClientStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        requests = CounterMetricFamily(
+            f"{PREFIX}_api_requests",
+            "Orchestra API requests, by endpoint and outcome (HTTP status or error kind)",
+            labels=["endpoint", "outcome"],
+        )
+        for (endpoint, outcome), count in sorted(stats.requests.items()):
+            requests.add_metric([endpoint, outcome], count)
+        yield requests
+        retries = CounterMetricFamily(
+            f"{PREFIX}_api_retries", "Orchestra API requests retried", labels=["endpoint"]
+        )
+        for endpoint, count in sorted(stats.retries.items()):
+            retries.add_metric([endpoint], count)
+        yield retries
+        yield CounterMetricFamily(
+            f"{PREFIX}_api_rate_limited", "429 answers from the API", value=stats.rate_limited
+        )
+
+
+@dataclass
+class HealthState:
+    """What /readyz judges by; written by the poller, read by the HTTP thread."""
+
+    last_poll_ok: float = 0.0  # time.time() of the last poll the API fully answered
+    export_failing: bool = False
+    auth_failing: bool = False
+    pending_spans: int = 0
+
+    def readiness(self, poll_interval: float, now: float | None = None) -> tuple[bool, list[str]]:
+        now = time.time() if now is None else now
+        stale_after = max(3 * poll_interval, 60.0)
+        reasons = []
+        if self.auth_failing:
+            reasons.append("the Orchestra API rejects the API key (401/403)")
+        if not self.last_poll_ok:
+            reasons.append("no successful poll yet")
+        elif now - self.last_poll_ok > stale_after:
+            age = now - self.last_poll_ok
+            reasons.append(f"no successful poll for {age:.0f}s (limit {stale_after:.0f}s)")
+        if self.export_failing:
+            reasons.append(f"the span export is failing; {self.pending_spans} spans spooled")
+        return not reasons, reasons
