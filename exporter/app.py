@@ -15,6 +15,7 @@ from exporter.mapping.attributes import SCOPE_NAME
 from exporter.mapping.spans import MappingOptions
 from exporter.poller import Poller, PollResult, PollSettings
 from exporter.sink.base import SpanSink
+from exporter.sink.otlp_metrics import OtlpMetrics, build_metric_exporter
 from exporter.source.client import OrchestraClient
 from exporter.source.retry import RetryPolicy
 from exporter.state import Ledger
@@ -67,6 +68,8 @@ class Runtime:
     async def close(self) -> None:
         await self.client.aclose()
         self.sink.shutdown()
+        if self.telemetry.otlp is not None:
+            self.telemetry.otlp.shutdown()  # a last push of the metrics
         self.ledger.close()
 
     async def poll_and_log(self) -> PollResult:
@@ -122,7 +125,9 @@ class Runtime:
         )
 
 
-def open_runtime(settings: Settings, sink: SpanSink, api_key: str) -> Runtime:
+def open_runtime(
+    settings: Settings, sink: SpanSink, api_key: str, *, push_metrics: bool = True
+) -> Runtime:
     retry = RetryPolicy(max_delay=min(30.0, settings.poll_interval))
     client = OrchestraClient(
         settings.base_url,
@@ -133,13 +138,21 @@ def open_runtime(settings: Settings, sink: SpanSink, api_key: str) -> Runtime:
         verify=str(settings.ca_file) if settings.ca_file else True,
     )
     ledger = Ledger(settings.state_path)
-    telemetry = Telemetry()
+    telemetry = Telemetry(settings.metrics_max_workflows, settings.metrics_max_nodes)
+    options = mapping_options(settings)
+    if push_metrics and settings.otlp_enabled:
+        telemetry.otlp = OtlpMetrics(
+            telemetry.book,
+            telemetry.state,
+            options.resource,
+            build_metric_exporter(settings.otlp_protocol),
+        )
     telemetry.watch_client(lambda: client.stats)
     poller = Poller(
         client,
         ledger,
         sink,
-        mapping_options(settings),
+        options,
         PollSettings(
             workflows=settings.workflows,
             lookback_s=settings.lookback,

@@ -319,7 +319,10 @@ async def _check(settings: Settings) -> int:
     try:
         # `check` exports nothing: its runtime gets a sink that writes nowhere.
         runtime = open_runtime(
-            settings, OtlpJsonSink(io.StringIO()), settings.api_key_value() or ""
+            settings,
+            OtlpJsonSink(io.StringIO()),
+            settings.api_key_value() or "",
+            push_metrics=False,
         )
         print(f"state file: ok ({settings.state_path}: {runtime.ledger.counts()})")
         try:

@@ -35,6 +35,7 @@ from exporter.source.models import RejectedRecord, Run, Workflow
 from exporter.spool import decode_span, encode_span
 from exporter.state import Capture, Ledger, Spooled
 from exporter.telemetry import Telemetry
+from exporter.workflow_metrics import samples_of
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class Poller:
         self.settings = settings
         self.clock = clock
         self.telemetry = telemetry or Telemetry()
+        self.telemetry.book.load(ledger.metric_series())
         self.workflows: dict[str, WorkflowInfo] = {}
         self.discovered = False
         self._reported: set[tuple[str, str]] = set()
@@ -320,13 +322,23 @@ class Poller:
             after = batch[-1].id
             spans, unreadable = self._decode(batch)
             if spans and not await asyncio.to_thread(self.sink.export, spans):
-                self._export_failed(result)
+                self._export_failed(result, len(spans))
                 return
             self._export_failures = 0
-            self.ledger.confirm([item.id for item in batch])
+            self._confirm(batch, spans)
             result.spans_exported += len(spans)
-            self.telemetry.spans_exported.labels(self.sink.name).inc(len(spans))
             self._count_skipped("spooled_span", unreadable)
+
+    def _confirm(self, batch: Sequence[Spooled], spans: Sequence[ReadableSpan]) -> None:
+        now = self.clock()
+        telemetry = self.telemetry
+        samples = [sample for span in spans for sample in samples_of(span)]
+        self.ledger.confirm([item.id for item in batch], telemetry.book.apply(samples, now))
+        if telemetry.otlp is not None:
+            telemetry.otlp.record(samples)
+        telemetry.spans_exported.labels(self.sink.name).inc(len(spans))
+        for span in spans:
+            telemetry.export_lag.observe(max(0.0, now - (span.end_time or 0) / _NS))
 
     def _decode(self, batch: Sequence[Spooled]) -> tuple[list[ReadableSpan], int]:
         spans, unreadable = [], 0
@@ -338,10 +350,11 @@ class Poller:
                 self._report_once(f"spooled span #{item.id} of run {item.run_id}", str(exc))
         return spans, unreadable
 
-    def _export_failed(self, result: PollResult) -> None:
+    def _export_failed(self, result: PollResult, span_count: int) -> None:
         self._export_failures += 1
         result.export_failed = True
         self.telemetry.export_failures.labels(self.sink.name).inc()
+        self.telemetry.spans_failed.labels(self.sink.name).inc(span_count)
         delay = min(
             self.settings.export_backoff_cap_s,
             self.settings.export_backoff_base_s * 2 ** min(self._export_failures - 1, 16),

@@ -52,6 +52,14 @@ CREATE TABLE IF NOT EXISTS captured_steps (
     captured_ns INTEGER NOT NULL,
     PRIMARY KEY (run_id, step_id)
 ) WITHOUT ROWID;
+-- Totals of the workflow metrics, written with the confirmations they count, so a
+-- restart neither loses nor double-counts them.
+CREATE TABLE IF NOT EXISTS metric_series (
+    metric TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (metric, labels)
+) WITHOUT ROWID;
 -- Spans waiting for the sink's confirmation, oldest first.
 CREATE TABLE IF NOT EXISTS spool (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -210,10 +218,22 @@ class Ledger:
         )
         return [Spooled(*row) for row in rows]
 
-    def confirm(self, spooled_ids: Sequence[int]) -> None:
-        """The sink confirmed these spans: they leave the spool."""
+    def confirm(
+        self, spooled_ids: Sequence[int], metric_rows: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
+        """The sink confirmed these spans: they leave the spool, and their counts are kept."""
         with self._write() as db:
             db.executemany("DELETE FROM spool WHERE id = ?", [(i,) for i in spooled_ids])
+            db.executemany(
+                "INSERT OR REPLACE INTO metric_series (metric, labels, value) VALUES (?, ?, ?)",
+                metric_rows,
+            )
+
+    def metric_series(self) -> list[tuple[str, str, str]]:
+        return [
+            (row[0], row[1], row[2])
+            for row in self._all("SELECT metric, labels, value FROM metric_series", ())
+        ]
 
     def pending_count(self) -> int:
         row = self._one("SELECT count(*) FROM spool", ())

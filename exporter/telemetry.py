@@ -8,24 +8,27 @@ client's own counters at scrape time rather than counted twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.source.client import ClientStats
+from exporter.workflow_metrics import BookCollector, MetricBook, Sample
 
 PREFIX: Final = "orchestra_otel"
 POLL_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class Telemetry:
-    def __init__(self) -> None:
+    def __init__(self, max_workflows: int = 200, max_nodes: int = 100) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.book = MetricBook(max_workflows, max_nodes)
+        r.register(BookCollector(self.book))
         self.polls = Counter(f"{PREFIX}_polls", "Polls run, by result", ["result"], registry=r)
         self.poll_duration = Histogram(
             f"{PREFIX}_poll_duration_seconds",
@@ -40,6 +43,18 @@ class Telemetry:
         )
         self.spans_exported = Counter(
             f"{PREFIX}_spans_exported", "Spans the sink confirmed", ["sink"], registry=r
+        )
+        self.spans_failed = Counter(
+            f"{PREFIX}_spans_failed",
+            "Spans in export requests the sink refused",
+            ["sink"],
+            registry=r,
+        )
+        self.export_lag = Histogram(
+            f"{PREFIX}_export_lag_seconds",
+            "Time from a span's end to the sink's confirmation",
+            buckets=(1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 21600, 86400),
+            registry=r,
         )
         self.export_failures = Counter(
             f"{PREFIX}_export_failures",
@@ -62,9 +77,16 @@ class Telemetry:
             f"{PREFIX}_api_auth_failing", "1 while the API rejects the key (401/403)", registry=r
         )
         self.state = HealthState()
+        self.otlp: MetricRecorder | None = None  # set when metrics are pushed over OTLP
 
     def watch_client(self, stats: Callable[[], ClientStats]) -> None:
         self.registry.register(_ClientCollector(stats))
+
+
+class MetricRecorder(Protocol):
+    def record(self, samples: Sequence[Sample]) -> None: ...
+
+    def shutdown(self) -> None: ...
 
 
 class _ClientCollector(Collector):

@@ -35,6 +35,10 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
@@ -51,6 +55,7 @@ ExportTraceServiceRequest = trace_service_pb2.ExportTraceServiceRequest
 ExportTraceServiceResponse = trace_service_pb2.ExportTraceServiceResponse
 
 TRACES_PATH = "/v1/traces"
+METRICS_PATH = "/v1/metrics"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
@@ -391,10 +396,76 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         return self._handle(request, context)
 
 
+MetricsHandler = Callable[[metrics_service_pb2.ExportMetricsServiceRequest, str], None]
+
+
+class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    """Metrics are stored as they come; trace faults do not apply to them."""
+
+    def __init__(self, handle: MetricsHandler) -> None:
+        self._handle = handle
+
+    def Export(
+        self,
+        request: metrics_service_pb2.ExportMetricsServiceRequest,
+        context: grpc.ServicerContext,
+    ) -> metrics_service_pb2.ExportMetricsServiceResponse:
+        self._handle(request, "grpc")
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+@dataclass(frozen=True)
+class ReceivedMetricPoint:
+    name: str
+    unit: str
+    kind: str  # "sum", "gauge" or "histogram"
+    attributes: dict[str, Any]
+    value: float  # sum/gauge value, or the histogram's count
+    exemplar_trace_ids: tuple[str, ...]
+    protocol: str
+
+
+def flatten_metrics(
+    request: metrics_service_pb2.ExportMetricsServiceRequest, protocol: str
+) -> list[ReceivedMetricPoint]:
+    points = []
+    for resource_metrics in request.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                kind = metric.WhichOneof("data")
+                data = getattr(metric, kind)
+                for point in data.data_points:
+                    if kind == "histogram":
+                        value = float(point.count)
+                    else:
+                        which = point.WhichOneof("value")
+                        value = float(getattr(point, which)) if which else 0.0
+                    points.append(
+                        ReceivedMetricPoint(
+                            metric.name,
+                            metric.unit,
+                            kind,
+                            attributes_to_dict(point.attributes),
+                            value,
+                            tuple(e.trace_id.hex() for e in point.exemplars if e.trace_id),
+                            protocol,
+                        )
+                    )
+    return points
+
+
 class _GrpcRunner:
     """A grpc.Server bound to host:port (exclusively: no SO_REUSEPORT sharing)."""
 
-    def __init__(self, host: str, port: int, handle: GrpcHandler, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handle: GrpcHandler,
+        max_message_bytes: int,
+        handle_metrics: MetricsHandler | None = None,
+    ) -> None:
+        self._handle_metrics = handle_metrics
         self._executor = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="otlp-grpc")
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -408,6 +479,10 @@ class _GrpcRunner:
     ) -> tuple[grpc.Server, int]:
         server = grpc.server(self._executor, options=options)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(handle), server)
+        if self._handle_metrics is not None:
+            metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
+                _MetricsService(self._handle_metrics), server
+            )
         return server, server.add_insecure_port(f"{host}:{port}")
 
     def stop(self) -> None:
@@ -455,6 +530,7 @@ class OtlpReceiver:
         self._cond = threading.Condition()
         self._requests: list[ReceivedRequest] = []
         self._spans: list[ReceivedSpan] = []
+        self._metric_points: list[ReceivedMetricPoint] = []
         self._attempts: Counter[str] = Counter()
         self._faults: deque[_Fault] = deque()
         self._down: _Fault | None = None
@@ -469,7 +545,11 @@ class OtlpReceiver:
                 return self
             self._stopping.clear()
             self._grpc = _GrpcRunner(
-                self.host, self._grpc_port, self._handle_grpc, self._max_message_bytes
+                self.host,
+                self._grpc_port,
+                self._handle_grpc,
+                self._max_message_bytes,
+                self._store_metrics,
             )
             self._grpc_port = self._grpc.port
             try:
@@ -651,6 +731,7 @@ class OtlpReceiver:
         with self._cond:
             self._requests.clear()
             self._spans.clear()
+            self._metric_points.clear()
             self._attempts.clear()
             self._faults.clear()
 
@@ -694,6 +775,18 @@ class OtlpReceiver:
                 return self._down
             return self._faults.popleft() if self._faults else None
 
+    def _store_metrics(
+        self, request: metrics_service_pb2.ExportMetricsServiceRequest, protocol: str
+    ) -> None:
+        points = flatten_metrics(request, protocol)
+        with self._cond:
+            self._metric_points.extend(points)
+            self._cond.notify_all()
+
+    def metric_points(self) -> list[ReceivedMetricPoint]:
+        with self._cond:
+            return list(self._metric_points)
+
     def _store(
         self,
         protocol: str,
@@ -722,6 +815,16 @@ class OtlpReceiver:
     def _handle_http(self, path: str, headers: Mapping[str, str], body: bytes) -> _HttpReply:
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         reply_type = _JSON if content_type == _JSON else _PROTOBUF
+        if path == METRICS_PATH and content_type == _PROTOBUF:
+            metrics_request = metrics_service_pb2.ExportMetricsServiceRequest()
+            try:
+                metrics_request.ParseFromString(
+                    _decompress(body, headers.get("content-encoding", ""))
+                )
+            except (DecodeError, OSError, EOFError, zlib.error) as error:
+                return _reply(HTTPStatus.BAD_REQUEST, reply_type, f"undecodable body: {error}")
+            self._store_metrics(metrics_request, "http")
+            return _reply(HTTPStatus.OK, reply_type)
         if path != TRACES_PATH:
             return _reply(HTTPStatus.NOT_FOUND, reply_type, f"no such path {path!r}")
         if content_type not in (_PROTOBUF, _JSON):

@@ -375,7 +375,7 @@ def post(
 def test_http_error_answers(otlp_receiver: OtlpReceiver) -> None:  # noqa: F811
     assert post(otlp_receiver, b"\xff\xff not protobuf") == 400
     assert post(otlp_receiver, b"not gzip", **{"Content-Encoding": "gzip"}) == 400
-    assert post(otlp_receiver, b"", path="/v1/metrics") == 404
+    assert post(otlp_receiver, b"", path="/v1/logs") == 404
     assert post(otlp_receiver, b"", content_type="text/plain") == 415
     assert post(otlp_receiver, b"{not json", content_type="application/json") == 400
     assert otlp_receiver.request_count() == 0

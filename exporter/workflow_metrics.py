@@ -1,0 +1,299 @@
+"""Workflow metrics people alert on, derived from spans the sink confirmed.
+
+Tempo's span metrics skip spans that end long before they arrive, and this daemon exports
+after the fact by design, so it publishes the alerting metrics itself. A step or run is
+counted when its span leaves the spool (confirmed by the sink); the totals are written
+to the ledger in the same transaction, so a restart neither loses nor double-counts them
+(`/metrics` shows the persisted totals). Run and step ids never become labels; workflow
+and node label values are capped (beyond the cap: `other`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import StatusCode
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
+
+from exporter.mapping import attributes as attr
+
+OTHER: Final = "other"
+DURATION_BUCKETS: Final = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+TOKEN_BUCKETS: Final = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+# The GenAI semantic conventions' advice for gen_ai.client.operation.duration.
+OPERATION_BUCKETS: Final = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+
+Kind = Literal["counter", "histogram"]
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    name: str  # Prometheus family name (no _total); the OTLP name is otlp_name
+    otlp_name: str
+    kind: Kind
+    unit: str
+    help: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+
+
+STEP_LABELS: Final = ("workflow_id", "workflow", "node", "node_type", "outcome")
+RUN_LABELS: Final = ("workflow_id", "workflow", "outcome")
+
+STEPS = MetricDef(
+    "orchestra_steps", "orchestra.steps", "counter", "{step}",
+    "Workflow steps exported, by workflow, node, node type and outcome", STEP_LABELS,
+)  # fmt: skip
+RUNS = MetricDef(
+    "orchestra_runs", "orchestra.runs", "counter", "{run}",
+    "Workflow runs exported, by workflow and outcome", RUN_LABELS,
+)  # fmt: skip
+STEP_DURATION = MetricDef(
+    "orchestra_step_duration_seconds", "orchestra.step.duration", "histogram", "s",
+    "Duration of workflow steps", STEP_LABELS, DURATION_BUCKETS,
+)  # fmt: skip
+RUN_DURATION = MetricDef(
+    "orchestra_run_duration_seconds", "orchestra.run.duration", "histogram", "s",
+    "Duration of workflow runs", RUN_LABELS, DURATION_BUCKETS,
+)  # fmt: skip
+TOKEN_USAGE = MetricDef(
+    "gen_ai_client_token_usage", "gen_ai.client.token.usage", "histogram", "{token}",
+    "Tokens used by model steps (GenAI semantic conventions)",
+    ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_response_model",
+     "gen_ai_token_type"),
+    TOKEN_BUCKETS,
+)  # fmt: skip
+OPERATION_DURATION = MetricDef(
+    "gen_ai_client_operation_duration_seconds", "gen_ai.client.operation.duration",
+    "histogram", "s", "Duration of model steps (GenAI semantic conventions)",
+    ("gen_ai_operation_name", "gen_ai_request_model", "error_type"), OPERATION_BUCKETS,
+)  # fmt: skip
+
+DEFINITIONS: Final = (STEPS, RUNS, STEP_DURATION, RUN_DURATION, TOKEN_USAGE, OPERATION_DURATION)
+BY_NAME: Final = {d.name: d for d in DEFINITIONS}
+
+
+@dataclass(frozen=True)
+class Sample:
+    metric: MetricDef
+    labels: tuple[str, ...]  # values in the order of metric.labels
+    value: float  # 1 for counters; the observation for histograms
+    trace_id: str  # 32 hex digits: the run's trace, for exemplars
+    span_id: str  # 16 hex digits: the span that produced the sample
+
+
+def samples_of(span: ReadableSpan) -> list[Sample]:
+    """What one confirmed span contributes to the workflow metrics. Pure."""
+    attributes = span.attributes or {}
+    if span.context is None or attr.WORKFLOW_ID not in attributes:
+        return []
+    ids = (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
+    workflow_id = str(attributes[attr.WORKFLOW_ID])
+    workflow = str(attributes.get(attr.WORKFLOW_NAME) or workflow_id)
+    failed = span.status.status_code is StatusCode.ERROR
+    duration = max(0, (span.end_time or 0) - (span.start_time or 0)) / 1e9
+    if span.parent is None:
+        outcome = _outcome(failed, attributes.get(attr.RUN_STATUS))
+        labels = (workflow_id, workflow, outcome)
+        return [Sample(RUNS, labels, 1, *ids), Sample(RUN_DURATION, labels, duration, *ids)]
+    outcome = _outcome(failed, attributes.get(attr.STEP_STATUS))
+    node = str(attributes.get(attr.NODE_ID, "")) or "unknown"
+    step_labels = (workflow_id, workflow, node, str(attributes.get(attr.NODE_TYPE, "")), outcome)
+    found = [
+        Sample(STEPS, step_labels, 1, *ids),
+        Sample(STEP_DURATION, step_labels, duration, *ids),
+    ]
+    if attributes.get(attr.GEN_AI_OPERATION_NAME) == attr.OP_CHAT:
+        found.extend(_genai_samples(attributes, duration, failed, ids))
+    return found
+
+
+def _genai_samples(
+    attributes: Mapping[str, object], duration: float, failed: bool, ids: tuple[str, str]
+) -> Iterator[Sample]:
+    operation = str(attributes.get(attr.GEN_AI_OPERATION_NAME))
+    request_model = str(attributes.get(attr.GEN_AI_REQUEST_MODEL, ""))
+    response_model = str(attributes.get(attr.GEN_AI_RESPONSE_MODEL, ""))
+    error_type = str(attributes.get(attr.ERROR_TYPE, "")) if failed else ""
+    yield Sample(OPERATION_DURATION, (operation, request_model, error_type), duration, *ids)
+    for token_type, key in (
+        ("input", attr.GEN_AI_USAGE_INPUT_TOKENS),
+        ("output", attr.GEN_AI_USAGE_OUTPUT_TOKENS),
+    ):
+        count = attributes.get(key)
+        if isinstance(count, int) and not isinstance(count, bool):
+            labels = (operation, request_model, response_model, token_type)
+            yield Sample(TOKEN_USAGE, labels, float(count), *ids)
+
+
+def _outcome(failed: bool, raw_status: object) -> str:
+    if failed:
+        return "failed"
+    status = str(raw_status or "").strip().casefold()
+    return status or "unknown"
+
+
+# --- the totals ------------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    count: float = 0.0
+    total: float = 0.0  # sum of observations (histograms)
+    buckets: list[int] = field(default_factory=list)  # per bucket, not cumulative
+    exemplar: tuple[str, float, float] | None = None  # trace id, value, unix time
+
+    def to_json(self) -> str:
+        return json.dumps([self.count, self.total, self.buckets], separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Series:
+        count, total, buckets = json.loads(text)
+        return cls(float(count), float(total), [int(b) for b in buckets])
+
+
+SeriesKey = tuple[str, tuple[str, ...]]  # metric name, label values
+
+
+class MetricBook:
+    """Totals of every workflow metric series, as persisted in the ledger."""
+
+    def __init__(self, max_workflows: int = 200, max_nodes: int = 100) -> None:
+        self.max_workflows = max_workflows
+        self.max_nodes = max_nodes
+        self.series: dict[SeriesKey, Series] = {}
+        self._workflows: set[str] = set()
+        self._nodes: dict[str, set[str]] = {}
+
+    def load(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        for metric, labels_json, value_json in rows:
+            if metric not in BY_NAME:
+                continue
+            labels = tuple(json.loads(labels_json))
+            self.series[(metric, labels)] = Series.from_json(value_json)
+            self._remember(BY_NAME[metric], labels)
+
+    def apply(self, samples: Sequence[Sample], now: float) -> list[tuple[str, str, str]]:
+        """Add samples; return the changed series as (metric, labels, value) rows."""
+        changed: dict[SeriesKey, Series] = {}
+        for sample in samples:
+            labels = self._capped(sample.metric, sample.labels)
+            key = (sample.metric.name, labels)
+            series = self.series.setdefault(key, Series())
+            _add(series, sample, now)
+            changed[key] = series
+        return [
+            (name, json.dumps(list(labels)), s.to_json()) for (name, labels), s in changed.items()
+        ]
+
+    def _capped(self, metric: MetricDef, labels: tuple[str, ...]) -> tuple[str, ...]:
+        names = metric.labels
+        if "workflow_id" not in names:
+            return labels
+        values = dict(zip(names, labels, strict=True))
+        workflow_id = values["workflow_id"]
+        if workflow_id not in self._workflows and len(self._workflows) >= self.max_workflows:
+            values["workflow_id"] = values["workflow"] = OTHER
+        if "node" in values:
+            nodes = self._nodes.setdefault(values["workflow_id"], set())
+            if values["node"] not in nodes and len(nodes) >= self.max_nodes:
+                values["node"] = OTHER
+        capped = tuple(values[name] for name in names)
+        self._remember(metric, capped)
+        return capped
+
+    def _remember(self, metric: MetricDef, labels: tuple[str, ...]) -> None:
+        values = dict(zip(metric.labels, labels, strict=False))
+        workflow_id = values.get("workflow_id")
+        if workflow_id is None or workflow_id == OTHER:
+            return
+        self._workflows.add(workflow_id)
+        if "node" in values:
+            self._nodes.setdefault(workflow_id, set()).add(values["node"])
+
+
+def _add(series: Series, sample: Sample, now: float) -> None:
+    metric = sample.metric
+    series.count += 1
+    if metric.kind == "histogram":
+        if len(series.buckets) != len(metric.buckets) + 1:
+            series.buckets = [0] * (len(metric.buckets) + 1)
+        series.total += sample.value
+        index = next(
+            (i for i, bound in enumerate(metric.buckets) if sample.value <= bound),
+            len(metric.buckets),
+        )
+        series.buckets[index] += 1
+    series.exemplar = (sample.trace_id, sample.value, now)
+
+
+class BookCollector(Collector):
+    """Exposes a MetricBook for Prometheus; exemplars carry the run's trace id."""
+
+    def __init__(self, book: MetricBook) -> None:
+        self._book = book
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, CounterMetricFamily | HistogramMetricFamily] = {}
+        for definition in DEFINITIONS:
+            if definition.kind == "counter":
+                families[definition.name] = CounterMetricFamily(
+                    definition.name, definition.help, labels=definition.labels
+                )
+            else:
+                families[definition.name] = HistogramMetricFamily(
+                    definition.name, definition.help, labels=definition.labels
+                )
+        for (name, labels), series in sorted(self._book.series.items()):
+            definition = BY_NAME[name]
+            family = families[name]
+            if isinstance(family, CounterMetricFamily):
+                family.add_metric(
+                    labels, series.count, exemplar=_counter_exemplar(labels, series, definition)
+                )
+            else:
+                family.add_metric(labels, _cumulative(definition, series), series.total)
+        yield from families.values()
+
+
+def _counter_exemplar(
+    labels: tuple[str, ...], series: Series, definition: MetricDef
+) -> Exemplar | None:
+    # Exemplars where they lead somewhere useful: to a failed run's trace.
+    values = dict(zip(definition.labels, labels, strict=True))
+    if series.exemplar is None or values.get("outcome") != "failed":
+        return None
+    trace_id, value, at = series.exemplar
+    return Exemplar({"trace_id": trace_id}, value, at)
+
+
+def _cumulative(
+    definition: MetricDef, series: Series
+) -> list[tuple[str, float] | tuple[str, float, Exemplar]]:
+    buckets = series.buckets or [0] * (len(definition.buckets) + 1)
+    bounds = [*(str(float(b)) for b in definition.buckets), "+Inf"]
+    exemplar_index = None
+    if series.exemplar is not None:
+        value = series.exemplar[1]
+        exemplar_index = next(
+            (i for i, bound in enumerate(definition.buckets) if value <= bound),
+            len(definition.buckets),
+        )
+    result: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
+    running = 0
+    for index, (bound, count) in enumerate(zip(bounds, buckets, strict=True)):
+        running += count
+        if index == exemplar_index and series.exemplar is not None:
+            trace_id, value, at = series.exemplar
+            result.append((bound, running, Exemplar({"trace_id": trace_id}, value, at)))
+        else:
+            result.append((bound, running))
+    return result
