@@ -36,9 +36,7 @@ _T = TypeVar("_T")
 # --------------------------------------------------------------------------- the world
 
 
-def make_reliability_world(
-    tmp_path: Path, *, history: int = 2, seed: int = 11
-) -> Iterator[World]:
+def make_reliability_world(tmp_path: Path, *, history: int = 2, seed: int = 11) -> Iterator[World]:
     """Emulator (manual clock, the four demo workflows, a little history) and receiver.
 
     The emulator keeps a long request log, so a test can check every steps call.
@@ -129,7 +127,9 @@ def delivery(world: World) -> Delivery:
         if extra:
             missing.append(f"trace {trace_id}: unexpected step spans {sorted(map(str, extra))}")
         if len(unique) != 1 + len(step_ids):
-            missing.append(f"trace {trace_id}: {len(unique)} distinct spans, not {1 + len(step_ids)}")
+            missing.append(
+                f"trace {trace_id}: {len(unique)} distinct spans, not {1 + len(step_ids)}"
+            )
     keys = [span.key for span in spans]
     return Delivery(
         expected_spans=sum(1 + len(steps) for steps in expected.values()),
