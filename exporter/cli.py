@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -101,6 +102,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
     demo.add_argument("--port", type=int, default=0, help="emulator port (default: any free)")
     command("check", "validate config, test API auth and OTLP reachability", _cmd_check)
+    backfill_cmd = command(
+        "backfill", "export the run history of a time window (resumable)", _cmd_backfill
+    )
+    backfill_cmd.add_argument(
+        "--since", required=True, help="start: 2025-03-01, 2025-03-01T10:00:00Z or 36h (ago)"
+    )
+    backfill_cmd.add_argument("--until", help="end, same forms (default: now)")
+    backfill_cmd.add_argument(
+        "--workflow", action="append", default=[], metavar="ID", help="only this workflow (repeat)"
+    )
     export_run = command("export-run", "export one run now (backfill, debugging)", _cmd_export_run)
     export_run.add_argument("workflow_id")
     export_run.add_argument("run_id")
@@ -305,6 +316,33 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
     finally:
         emulator.stop()
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from exporter.backfill import Progress, Window, backfill, describe_window, parse_time_arg
+
+    settings = _settings(args)
+    now = time.time()
+    window = Window(
+        parse_time_arg(args.since, now=now, flag="--since"),
+        parse_time_arg(args.until, now=now, flag="--until") if args.until else int(now * 1e9),
+        tuple(args.workflow),
+    )
+    if window.since_ns > window.until_ns:
+        raise ConfigError(["--since: must be before --until"])
+    sink = _otlp_sink(settings)
+
+    async def run() -> int:
+        runtime = open_runtime(settings, sink, settings.api_key_value() or "")
+        log.info("backfill of %s", describe_window(window))
+        try:
+            result = await backfill(runtime.poller, window, Progress())
+        finally:
+            await runtime.close()
+        _print_result(result)
+        return _exit_code(result)
+
+    return asyncio.run(run())
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -184,7 +184,7 @@ class Poller:
                 self._note_error(result, item)
             else:
                 captures.extend(item)
-        self._capture(captures, result)
+        self.capture(captures, result)
         await self.flush(result)
         self._prune_if_due()
         result.requests = self.client.stats.total_requests - before
@@ -207,7 +207,7 @@ class Poller:
             self._note_error(result, exc)
             item = None
         result.runs_seen = 1
-        self._capture([item] if item else [], result)
+        self.capture([item] if item else [], result)
         await self.flush(result, force=True)
         result.requests = self.client.stats.total_requests - before
         return result
@@ -223,7 +223,7 @@ class Poller:
         due = await self._due_runs(info.workflow_id, since, now_ns)
         result.runs_seen += len(due)
         collected = await asyncio.gather(
-            *(self._collect_due(info, run, result) for run in due), return_exceptions=True
+            *(self.collect_due(info, run, result) for run in due), return_exceptions=True
         )
         outgoing = []
         for item in collected:
@@ -264,9 +264,8 @@ class Poller:
                     self._report_once(f"run {run_id}", "tracked run no longer exists (404)")
         return list(due.values())
 
-    async def _collect_due(
-        self, info: WorkflowInfo, run: Run, result: PollResult
-    ) -> Capture | None:
+    async def collect_due(self, info: WorkflowInfo, run: Run, result: PollResult) -> Capture | None:
+        """Fetch the steps of a run and map what the ledger has not captured yet."""
         already = self.ledger.captured_steps(run.id)
         return await self._collect_run(info, run, result, already=already)
 
@@ -279,11 +278,7 @@ class Poller:
         already: frozenset[str] | set[str],
     ) -> Capture | None:
         steps = await self.client.get_steps(info.workflow_id, run.id)
-        try:
-            mapped = map_run(info, run, steps, self.options, already_exported=already)
-        except MappingError as exc:  # pragma: no cover - map_run reports problems instead
-            self._report_once(f"run {run.id}", str(exc))
-            return None
+        mapped = map_run(info, run, steps, self.options, already_exported=already)
         self._report_problems(info.workflow_id, mapped.problems)
         if not mapped.run_terminal:
             result.runs_in_flight += 1
@@ -291,7 +286,7 @@ class Poller:
 
     # --- spool and export -------------------------------------------------------------
 
-    def _capture(self, captures: Sequence[Capture], result: PollResult) -> None:
+    def capture(self, captures: Sequence[Capture], result: PollResult) -> None:
         if not captures:
             return
         self.ledger.capture(captures, now_ns=int(self.clock() * _NS))
