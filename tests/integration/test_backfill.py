@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,10 @@ def test_backfill_pages_the_history_and_resumes(tmp_path: Path) -> None:
     scenario.add_history(hello, 20, every=60.0, duration=(0.5, 1.0))
     with Emulator(scenario, api_key=API_KEY, history_limit=1000) as emulator, OtlpReceiver() as rx:
         world = World(scenario, clock, emulator, rx, tmp_path / "ledger.db")
-        # Window: the last 3 hours of the joke workflow only (180 runs of its 250).
-        first = world.cli("backfill", "--since", "3h", "--workflow", joke)
+        # Window: the last 3 hours of the joke workflow only (180 runs of its 250). An
+        # absolute time: the emulator's clock stands still while the real one moves on.
+        since = datetime.fromtimestamp(clock() - 3 * 3600, timezone.utc).isoformat()
+        first = world.cli("backfill", "--since", since, "--workflow", joke)
         assert first.returncode == 0, first.stderr
         since_ns = int((clock() - 3 * 3600) * 1e9)
         in_window = [
@@ -42,7 +45,7 @@ def test_backfill_pages_the_history_and_resumes(tmp_path: Path) -> None:
         assert "backfill: runs" in first.stderr
         # Again: everything is in the ledger, nothing is fetched or sent twice.
         emulator.reset_stats()
-        again = world.cli("backfill", "--since", "3h", "--workflow", joke)
+        again = world.cli("backfill", "--since", since, "--workflow", joke)
         assert again.returncode == 0, again.stderr
         assert emulator.stats()["by_kind"].get("steps", 0) == 0
         assert rx.span_count() == expected and rx.duplicate_count() == 0
