@@ -28,10 +28,12 @@ def test_backfill_pages_the_history_and_resumes(tmp_path: Path) -> None:
         world = World(scenario, clock, emulator, rx, tmp_path / "ledger.db")
         # Window: the last 3 hours of the joke workflow only (180 runs of its 250). An
         # absolute time: the emulator's clock stands still while the real one moves on.
-        since = datetime.fromtimestamp(clock() - 3 * 3600, timezone.utc).isoformat()
+        # Half a spacing off the minute grid, so no run starts right at the boundary.
+        since_s = clock() - 3 * 3600 - 30
+        since = datetime.fromtimestamp(since_s, timezone.utc).isoformat()
         first = world.cli("backfill", "--since", since, "--workflow", joke)
         assert first.returncode == 0, first.stderr
-        since_ns = int((clock() - 3 * 3600) * 1e9)
+        since_ns = int(since_s * 1e9)
         in_window = [
             run
             for run in scenario.runs(joke) or []

@@ -183,6 +183,11 @@ class LedgerView:
     def spool_count(self) -> int:
         return self._retry(lambda db: int(db.execute("SELECT count(*) FROM spool").fetchone()[0]))
 
+    def spool_bytes(self) -> int:
+        return self._retry(
+            lambda db: int(db.execute("SELECT coalesce(sum(length(payload)), 0) FROM spool").fetchone()[0])
+        )
+
     def spool_keys(self) -> list[tuple[str, str]]:
         """(trace_id, span_id) of each spooled span (the spool keeps spans as JSON)."""
 
