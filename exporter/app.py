@@ -44,6 +44,7 @@ def mapping_options(settings: Settings) -> MappingOptions:
         scope=InstrumentationScope(SCOPE_NAME, __version__),
         capture_content=settings.capture_content,
         content_max_length=settings.content_max_length,
+        openinference=settings.openinference,
     )
 
 

@@ -65,6 +65,7 @@ KEYS: Final = (
     Key("export_batch_size", "ORCHESTRA_EXPORT_BATCH_SIZE", "spans per OTLP request at most"),
     Key("retention", "ORCHESTRA_RETENTION", "seconds the ledger remembers finished runs"),
     Key("ca_file", "ORCHESTRA_CA_FILE", "CA bundle to verify the API's TLS certificate"),
+    Key("openinference", "ORCHESTRA_OPENINFERENCE", "also write OpenInference names (Phoenix)"),
     Key("metrics_max_workflows", "ORCHESTRA_METRICS_MAX_WORKFLOWS", "workflow label values kept"),
     Key("metrics_max_nodes", "ORCHESTRA_METRICS_MAX_NODES", "node label values kept per workflow"),
 )
@@ -93,6 +94,7 @@ class Settings(BaseModel):
     export_batch_size: int = Field(512, ge=1, le=10_000)
     retention: float = Field(7 * 86_400.0, ge=3600, allow_inf_nan=False)
     ca_file: Path | None = None
+    openinference: bool = False
     metrics_max_workflows: int = Field(200, ge=1, le=100_000)
     metrics_max_nodes: int = Field(100, ge=1, le=100_000)
     otlp_protocol: str = "grpc"

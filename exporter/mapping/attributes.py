@@ -74,5 +74,19 @@ NODE_TYPE_INTEGRATION: Final = "integration"
 NODE_TYPE_CODE: Final = "code"
 NODE_TYPE_UNKNOWN: Final = "unknown"
 
+# --- OpenInference (Arize Phoenix), mirrored only with ORCHESTRA_OPENINFERENCE=true ------
+# Phoenix reads these names, not the GenAI conventions, to show LLM and tool spans.
+OI_SPAN_KIND: Final = "openinference.span.kind"
+OI_LLM_MODEL_NAME: Final = "llm.model_name"
+OI_LLM_TOKENS_PROMPT: Final = "llm.token_count.prompt"
+OI_LLM_TOKENS_COMPLETION: Final = "llm.token_count.completion"
+OI_LLM_TOKENS_TOTAL: Final = "llm.token_count.total"
+OI_TOOL_NAME: Final = "tool.name"
+OI_INPUT_VALUE: Final = "input.value"
+OI_OUTPUT_VALUE: Final = "output.value"
+OI_KIND_LLM: Final = "LLM"
+OI_KIND_TOOL: Final = "TOOL"
+OI_KIND_CHAIN: Final = "CHAIN"
+
 # Instrumentation scope of every span we build.
 SCOPE_NAME: Final = "orchestra-otel"

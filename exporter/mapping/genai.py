@@ -76,6 +76,53 @@ def integration_content(inputs: Mapping[str, object], outputs: object) -> Attrib
     return found
 
 
+def openinference_mirror(semantic: Attributes, content: Attributes, *, root: bool) -> Attributes:
+    """The same facts under OpenInference names, so Phoenix shows LLM and tool spans."""
+    operation = semantic.get(attr.GEN_AI_OPERATION_NAME)
+    kind = {attr.OP_CHAT: attr.OI_KIND_LLM, attr.OP_EXECUTE_TOOL: attr.OI_KIND_TOOL}.get(
+        str(operation), attr.OI_KIND_CHAIN
+    )
+    mirrored: Attributes = {attr.OI_SPAN_KIND: attr.OI_KIND_CHAIN if root else kind}
+    for source, target in (
+        (attr.GEN_AI_REQUEST_MODEL, attr.OI_LLM_MODEL_NAME),
+        (attr.GEN_AI_USAGE_INPUT_TOKENS, attr.OI_LLM_TOKENS_PROMPT),
+        (attr.GEN_AI_USAGE_OUTPUT_TOKENS, attr.OI_LLM_TOKENS_COMPLETION),
+        (attr.GEN_AI_TOOL_NAME, attr.OI_TOOL_NAME),
+    ):
+        if source in semantic:
+            mirrored[target] = semantic[source]
+    tokens = [
+        semantic.get(attr.GEN_AI_USAGE_INPUT_TOKENS),
+        semantic.get(attr.GEN_AI_USAGE_OUTPUT_TOKENS),
+    ]
+    if all(isinstance(t, int) for t in tokens):
+        mirrored[attr.OI_LLM_TOKENS_TOTAL] = sum(t for t in tokens if isinstance(t, int))
+    for sources, target in (
+        (
+            (
+                attr.GEN_AI_INPUT_MESSAGES,
+                attr.GEN_AI_TOOL_CALL_ARGUMENTS,
+                attr.STEP_INPUT,
+                attr.RUN_INPUT,
+            ),
+            attr.OI_INPUT_VALUE,
+        ),
+        (
+            (
+                attr.GEN_AI_OUTPUT_MESSAGES,
+                attr.GEN_AI_TOOL_CALL_RESULT,
+                attr.STEP_OUTPUT,
+                attr.RUN_OUTPUT,
+            ),
+            attr.OI_OUTPUT_VALUE,
+        ),
+    ):
+        value = next((content[name] for name in sources if name in content), None)
+        if value is not None:
+            mirrored[target] = value
+    return mirrored
+
+
 def _usage(usage: object) -> Attributes:
     if not isinstance(usage, Mapping):
         return {}

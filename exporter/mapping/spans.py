@@ -27,6 +27,7 @@ from exporter.mapping.genai import (
     integration_content,
     model_attributes,
     model_content,
+    openinference_mirror,
 )
 from exporter.mapping.graph import EMPTY_GRAPH, WorkflowGraph
 from exporter.mapping.ids import root_span_id, span_context, step_span_id, trace_id_for_run
@@ -61,6 +62,7 @@ class MappingOptions:
     )
     capture_content: bool = False
     content_max_length: int = 2048
+    openinference: bool = False  # also write OpenInference names (Arize Phoenix)
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,12 @@ def _semantic_attributes(view: _StepView, options: MappingOptions) -> Attributes
         content = _generic_content(
             attr.STEP_INPUT, view.step.inputs, attr.STEP_OUTPUT, view.step.outputs
         )
-    found.update(content)
+    if options.openinference:
+        mirrored = openinference_mirror(found, content, root=False)
+        found.update(content)
+        found.update(mirrored)
+    else:
+        found.update(content)
     return found
 
 
@@ -319,9 +326,12 @@ def _root_span(
         attributes[attr.RUN_STATUS] = run.status
     if failure is not None:
         attributes[attr.ERROR_TYPE] = failure.error_type
+    content: Attributes = {}
     if options.capture_content:
         content = _generic_content(attr.RUN_INPUT, run.inputs, attr.RUN_OUTPUT, run.outputs)
         attributes.update(content)
+    if options.openinference:
+        attributes.update(openinference_mirror(attributes, content, root=True))
     return ReadableSpan(
         name=truncate(workflow.display_name, MAX_NAME_LENGTH),
         context=span_context(trace_id, root_span_id(run.id)),

@@ -73,6 +73,15 @@ def cases(shared_dir: Path) -> list[Case]:
     return [
         Case("joke-to-slack-run", joke, seed_run, fixture_steps),
         Case("joke-to-slack-run-content", joke, seed_run, fixture_steps, content),
+        Case(
+            "joke-to-slack-run-openinference",
+            joke,
+            seed_run,
+            fixture_steps,
+            MappingOptions(
+                scope=OPTIONS.scope, capture_content=True, content_max_length=64, openinference=True
+            ),
+        ),
         # The documented steps with neither the run record nor the graph, as `convert` sees them.
         Case(
             "seed-steps-no-graph",
@@ -112,6 +121,7 @@ def check_golden(request: pytest.FixtureRequest, name: str, actual: dict[str, An
 CASE_NAMES = [
     "joke-to-slack-run",
     "joke-to-slack-run-content",
+    "joke-to-slack-run-openinference",
     "seed-steps-no-graph",
     "joke-to-slack-history-run",
     "hi-run",

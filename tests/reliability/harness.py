@@ -185,7 +185,9 @@ class LedgerView:
 
     def spool_bytes(self) -> int:
         return self._retry(
-            lambda db: int(db.execute("SELECT coalesce(sum(length(payload)), 0) FROM spool").fetchone()[0])
+            lambda db: int(
+                db.execute("SELECT coalesce(sum(length(payload)), 0) FROM spool").fetchone()[0]
+            )
         )
 
     def spool_keys(self) -> list[tuple[str, str]]:
@@ -194,6 +196,19 @@ class LedgerView:
         def read(db: sqlite3.Connection) -> list[tuple[str, str]]:
             rows = db.execute("SELECT payload FROM spool ORDER BY id").fetchall()
             return [(doc["t"], doc["s"]) for doc in (json.loads(row[0]) for row in rows)]
+
+        return self._retry(read)
+
+    def spool_identities(self) -> list[tuple[str, str]]:
+        """(trace_id, step id) of each spooled span, or (trace_id, "root") for a run's root."""
+
+        def read(db: sqlite3.Connection) -> list[tuple[str, str]]:
+            rows = db.execute("SELECT payload FROM spool ORDER BY id").fetchall()
+            documents = [json.loads(row[0]) for row in rows]
+            return [
+                (doc["t"], str(doc["a"].get("orchestra.step.id")) if doc.get("p") else "root")
+                for doc in documents
+            ]
 
         return self._retry(read)
 

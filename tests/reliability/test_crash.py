@@ -1,0 +1,342 @@
+"""Crashes and shutdowns of the real daemon (`python -m exporter run`).
+
+DESIGN.md section 4: "Backend down, daemon killed, machine rebooted: nothing is lost,
+and on recovery it is sent once more at most". The daemon is SIGKILLed over and over at
+random (seeded) moments while runs keep finishing: right after it starts, while an
+export is held by a slow receiver, while it holds the ledger's write lock; each time it
+is restarted on the same ledger. At the end every span must have arrived at least once,
+duplicates stay few, and the ledger is consistent. A SIGTERM during a slow export must
+exit 0 in bounded time without losing the spans of the poll under way.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import World
+from tests.reliability.harness import (
+    DaemonProcess,
+    LedgerView,
+    delivery,
+    expected_spans,
+    make_reliability_world,
+    wait_for,
+)
+from tests.support.otlp_receiver import ReceivedSpan
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SEED = 20261129
+KILLS_PER_KIND = 8  # x 3 kinds = 24 SIGKILLs
+RUNS_PER_WORKFLOW = 40  # one every second of emulated (= real) time, 4 workflows
+EXPORT_DELAY_S = 0.3  # receiver hold time while aiming kills at exports
+DUPLICATE_LIMIT = 0.25  # of all spans
+SIGTERM_LIMIT_S = 25.0
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    yield from make_reliability_world(tmp_path)
+
+
+class ClockTicker:
+    """Moves the emulator's manual clock along with real time, in a background thread."""
+
+    def __init__(self, world: World, tick_s: float = 0.1) -> None:
+        self._clock = world.clock
+        self._tick_s = tick_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="clock-ticker", daemon=True)
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self._tick_s):
+            now = time.monotonic()
+            self._clock.advance(now - last)
+            last = now
+
+    def __enter__(self) -> ClockTicker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def span_identity(trace_id: str, parent: str, attributes: dict[str, Any]) -> tuple[str, str]:
+    """(trace id, step id), or (trace id, "root"): what the span stands for."""
+    return (trace_id, str(attributes.get("orchestra.step.id")) if parent else "root")
+
+
+def received_identities(spans: list[ReceivedSpan]) -> set[tuple[str, str]]:
+    return {span_identity(s.trace_id, s.parent_span_id, s.attributes) for s in spans}
+
+
+def expected_identities(world: World) -> set[tuple[str, str]]:
+    return {
+        (trace_id, step_id)
+        for trace_id, steps in expected_spans(world).items()
+        for step_id in (*steps, "root")
+    }
+
+
+def copies_differ(spans: list[ReceivedSpan]) -> list[tuple[str, str]]:
+    """Keys whose copies are not the same span (re-exports must be identical)."""
+
+    def content(span: ReceivedSpan) -> tuple[object, ...]:
+        return (
+            span.parent_span_id,
+            span.name,
+            span.kind,
+            span.start_ns,
+            span.end_ns,
+            sorted(span.attributes.items()),
+            span.events,
+            span.links,
+            span.status_code,
+            span.status_message,
+        )
+
+    first: dict[tuple[str, str], tuple[object, ...]] = {}
+    differing = []
+    for span in spans:
+        seen = first.setdefault(span.key, content(span))
+        if seen != content(span):
+            differing.append(span.key)
+    return differing
+
+
+# --------------------------------------------------------------------------- kill aims
+
+
+def kill_soon_after_start(daemon: DaemonProcess, world: World, rng: random.Random) -> str:
+    """Anywhere from before the imports are done to the first polls."""
+    time.sleep(rng.uniform(0.0, 1.6))
+    return "startup, before HTTP was up" if not daemon.http_up() else "startup, running"
+
+
+def kill_during_export(daemon: DaemonProcess, world: World, rng: random.Random) -> str:
+    """While the (slowed) receiver holds an export request of this daemon."""
+    attempts = world.receiver.attempt_count()
+    deadline = time.monotonic() + 10
+    while world.receiver.attempt_count() <= attempts:
+        if time.monotonic() > deadline or not daemon.alive():
+            return "export aimed, none in flight"
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, EXPORT_DELAY_S * 0.8))
+    return "export in flight"
+
+
+def kill_during_ledger_write(daemon: DaemonProcess, world: World, rng: random.Random) -> str:
+    """When another connection cannot take the ledger's write lock: a write is under way.
+
+    The probe takes the lock itself for a few microseconds when it is free (and releases
+    it at once; the daemon waits on a busy lock up to 5 s), and is closed before the kill
+    so that it never checkpoints the dead daemon's WAL.
+    """
+    wait_for(daemon.http_up, 15, "the daemon did not start")  # the ledger is open by then
+    time.sleep(rng.uniform(0.0, 0.5))
+    probe = sqlite3.connect(world.state_path, timeout=0, isolation_level=None)
+    try:
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+            except sqlite3.OperationalError as error:
+                if "locked" in str(error) or "busy" in str(error):
+                    return "ledger write lock held"
+                raise
+    finally:
+        probe.close()
+    return "ledger write aimed, lock not seen"
+
+
+KILL_AIMS: dict[str, Callable[[DaemonProcess, World, random.Random], str]] = {
+    "startup": kill_soon_after_start,
+    "export": kill_during_export,
+    "write": kill_during_ledger_write,
+}
+
+
+def test_sigkill_at_random_moments_loses_nothing(world: World, tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    for workflow_id in world.scenario.workflow_ids():
+        world.scenario.add_schedule(
+            workflow_id,
+            every=1.0,
+            jitter=0.3,
+            duration=(0.5, 2.5),
+            failure_rate=0.2,
+            count=RUNS_PER_WORKFLOW,
+        )
+    plan = [kind for kind in KILL_AIMS for _ in range(KILLS_PER_KIND)]
+    rng.shuffle(plan)
+    landed: Counter[str] = Counter()
+    log_path = tmp_path / "daemon.log"
+    started = time.monotonic()
+    with ClockTicker(world):
+        for kind in plan:
+            world.receiver.set_delay(EXPORT_DELAY_S if kind == "export" else 0.0)
+            daemon = DaemonProcess(world, log_path, "grpc")
+            try:
+                landed[KILL_AIMS[kind](daemon, world, rng)] += 1
+                assert daemon.alive(), f"the daemon died by itself:\n{daemon.log()[-3000:]}"
+            finally:
+                daemon.kill()
+    world.receiver.set_delay(0.0)
+    kills = sum(landed.values())
+    crash_phase_s = time.monotonic() - started
+
+    # Every scheduled run starts and ends; then a last daemon runs to completion.
+    world.clock.advance(120.0)
+    ledger = LedgerView(world.state_path)
+    with DaemonProcess(world, log_path, "grpc") as daemon:
+        wait_for(lambda: delivery(world).complete, 60, lambda: f"{delivery(world)}")
+        wait_for(lambda: ledger.spool_count() == 0, 20, "the spool did not drain")
+        wait_for(lambda: daemon.readyz()[0] == 200, 15, lambda: f"{daemon.readyz()}")
+        code, took = daemon.terminate(timeout=30)
+    assert code == 0, daemon.log()[-3000:]
+
+    # Nothing lost: every run's root and every step, at least once.
+    result = delivery(world)
+    spans = world.receiver.spans()
+    assert received_identities(spans) >= expected_identities(world)
+    assert result.unique_spans == result.expected_spans
+    # Few copies, and every copy is the very same span (backends deduplicate by id).
+    assert result.duplicates < DUPLICATE_LIMIT * result.expected_spans, result
+    assert copies_differ(spans) == []
+
+    # The ledger is consistent: nothing waits, every finished run is done, every step
+    # of it captured, and SQLite finds no damage after all those crashes.
+    finished = world.finished_runs()
+    runs = ledger.runs()
+    assert ledger.spool_count() == 0
+    assert {run_id for run_id, done in runs.items() if not done} == set()
+    assert set(finished) <= {run_id for run_id, done in runs.items() if done}
+    captured = ledger.captured_steps()
+    assert {(run, str(step["id"])) for run, steps in finished.items() for step in steps} <= captured
+    assert ledger.integrity() == "ok"
+
+    assert kills >= 20
+    # The aims hit: kills really landed in exports (the receiver held this daemon's
+    # request) and in ledger writes, not only in idle time.
+    assert landed["export in flight"] >= KILLS_PER_KIND // 2, landed
+    print(
+        f"\n{kills} SIGKILLs survived in {crash_phase_s:.0f}s ({dict(landed)}); {len(finished)}"
+        f" runs; spans expected {result.expected_spans}, received {result.received_spans},"
+        f" unique {result.unique_spans}, duplicates {result.duplicates}"
+        f" ({100 * result.duplicates / result.expected_spans:.1f}%); final SIGTERM exit"
+        f" {code} in {took:.1f}s"
+    )
+
+
+@pytest.mark.parametrize(
+    ("protocol", "delay_s", "otlp_timeout_s", "confirmed"),
+    [
+        # The export completes during the shutdown: it is confirmed before the exit.
+        pytest.param("grpc", 2.0, 6, True, id="grpc-slow"),
+        pytest.param("http/protobuf", 2.0, 6, True, id="http-slow"),
+        # The backend hangs beyond the exporter's timeout: nothing confirmed, all spooled.
+        pytest.param("grpc", 60.0, 3, False, id="grpc-hung"),
+        pytest.param("http/protobuf", 60.0, 3, False, id="http-hung"),
+    ],
+)
+def test_sigterm_during_slow_export_exits_promptly_and_loses_nothing(
+    world: World,
+    tmp_path: Path,
+    protocol: str,
+    delay_s: float,
+    otlp_timeout_s: int,
+    confirmed: bool,
+) -> None:
+    check_sigterm_during_export(world, tmp_path, protocol, delay_s, otlp_timeout_s, confirmed)
+
+
+@pytest.mark.parametrize(
+    "protocol",
+    [
+        pytest.param("grpc", id="grpc"),
+        pytest.param(
+            "http/protobuf",
+            id="http",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "BUG: with http/protobuf, SIGTERM during an export that outlasts the "
+                    "20 s shutdown grace exits only when OTEL_EXPORTER_OTLP_TIMEOUT expires:"
+                    " scheduler.py cancels the poll task, but the export runs in "
+                    "asyncio.to_thread (poller.py) and asyncio.run() joins that thread"
+                ),
+            ),
+        ),
+    ],
+)
+def test_sigterm_exit_is_bounded_by_the_grace_not_the_otlp_timeout(
+    world: World, tmp_path: Path, protocol: str
+) -> None:
+    """A backend that hangs longer than the shutdown grace (20 s), with a long timeout."""
+    check_sigterm_during_export(world, tmp_path, protocol, 120.0, 60, confirmed=False)
+
+
+def check_sigterm_during_export(
+    world: World,
+    tmp_path: Path,
+    protocol: str,
+    delay_s: float,
+    otlp_timeout_s: int,
+    confirmed: bool,
+) -> None:
+    expected = expected_identities(world)
+    ledger = LedgerView(world.state_path)
+    world.receiver.set_delay(delay_s)
+    with DaemonProcess(
+        world,
+        tmp_path / "daemon.log",
+        protocol,
+        OTEL_EXPORTER_OTLP_TIMEOUT=str(otlp_timeout_s),
+    ) as daemon:
+        # The first poll captures the history and exports it: SIGTERM while it is held.
+        wait_for(lambda: world.receiver.attempt_count() >= 1, 30, "no export attempt")
+        time.sleep(0.2)
+        code, took = daemon.terminate(timeout=SIGTERM_LIMIT_S)
+    assert code == 0, daemon.log()[-3000:]
+    assert took < SIGTERM_LIMIT_S
+
+    # Whatever the receiver still holds is dropped, never stored: only what was
+    # confirmed before the exit counts as received.
+    world.receiver.stop()
+    world.receiver.set_delay(0.0)
+    world.receiver.start()
+    received = received_identities(world.receiver.spans())
+    spooled = ledger.spool_identities()
+    # Nothing lost: each span of the poll under way is either confirmed or spooled.
+    assert expected <= received | set(spooled)
+    if confirmed:
+        assert (len(received), len(spooled)) == (len(expected), 0)
+    else:
+        assert (len(received), sorted(spooled)) == (0, sorted(expected))
+
+    # A following `once` delivers the rest, and only the rest.
+    before = world.receiver.span_count()
+    once = world.cli("once", protocol=protocol, timeout=60)
+    assert once.returncode == 0, once.stderr
+    assert world.receiver.span_count() - before == len(spooled)
+    assert received_identities(world.receiver.spans()) == expected
+    assert world.receiver.duplicate_count() == 0
+    assert ledger.spool_count() == 0
+    print(
+        f"\n[{protocol}, receiver delay {delay_s:g}s, OTLP timeout {otlp_timeout_s}s]"
+        f" SIGTERM exit {code} in {took:.1f}s; {len(received)} spans confirmed before the"
+        f" exit, {len(spooled)} still spooled and delivered by `once`"
+    )
