@@ -382,6 +382,11 @@ async def _check(settings: Settings) -> int:
             await runtime.close()
     otlp_ok, detail = await asyncio.to_thread(_check_otlp, settings)
     print(f"OTLP endpoint: {'ok' if otlp_ok else 'FAILED'}, {detail}")
+    if settings.http_addr is None:
+        print("metrics endpoint: off (ORCHESTRA_HTTP_ADDR=off)")
+    else:
+        host, port = settings.http_addr
+        print(f"metrics endpoint: `run` serves http://{host}:{port}/metrics, /healthz, /readyz")
     if not otlp_ok and code == EXIT_OK:
         code = EXIT_FAILED
     return code
