@@ -141,7 +141,7 @@ def open_runtime(
     ledger = Ledger(settings.state_path)
     telemetry = Telemetry(settings.metrics_max_workflows, settings.metrics_max_nodes)
     options = mapping_options(settings)
-    if push_metrics and settings.otlp_enabled:
+    if push_metrics and settings.otlp_enabled and settings.otlp_metrics:
         telemetry.otlp = OtlpMetrics(
             telemetry.book,
             telemetry.state,

@@ -269,29 +269,41 @@ def _print_result(result: PollResult) -> None:
         print(f"  {error}", file=sys.stderr)
 
 
+_DEPLOYMENT_ONLY: Final = frozenset(
+    {
+        "ORCHESTRA_BASE_URL",
+        "ORCHESTRA_API_KEY",
+        "ORCHESTRA_API_KEY_FILE",
+        "ORCHESTRA_STATE_PATH",
+        "ORCHESTRA_WORKFLOWS",
+        "ORCHESTRA_SHARD",
+        "ORCHESTRA_CA_FILE",
+    }
+)
+_DEMO_DEFAULTS: Final = {
+    "ORCHESTRA_POLL_INTERVAL": "2",
+    "ORCHESTRA_DISCOVERY_INTERVAL": "60",
+    "ORCHESTRA_LOOKBACK": "900",
+}
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from exporter.emulator import Emulator, demo_scenario
 
     state_dir = Path(tempfile.mkdtemp(prefix="orchestra-otel-demo-"))
-    # Demo defaults: quick polls, a private ledger; the user's flags still win.
-    flags: dict[str, object] = {
-        "poll_interval": "2",
-        "discovery_interval": "60",
-        "lookback": "900",
-        "state_path": str(state_dir / "ledger.db"),
-        **_flags(args),
-    }
-    # The demo talks to its own emulator: a real deployment's ORCHESTRA_* settings (base
-    # URL, key, state file) must not leak into it, except how to log.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("ORCHESTRA_") or k.startswith("ORCHESTRA_LOG")
-    }
+    # The demo talks to its own emulator: the settings that point at a real deployment
+    # (API, key, state file, workflow selection) must not leak into it; the others (logs,
+    # the HTTP address, content capture, ...) apply, over quick demo defaults.
+    env = {k: v for k, v in os.environ.items() if k not in _DEPLOYMENT_ONLY}
+    for name, value in _DEMO_DEFAULTS.items():
+        env.setdefault(name, value)
+    env["ORCHESTRA_STATE_PATH"] = str(state_dir / "ledger.db")
+    flags = _flags(args)
     emulator = Emulator(demo_scenario(), port=args.port, api_key=DEMO_API_KEY)
     base_url = emulator.start()
     try:
         flags["base_url"] = base_url
+        flags.pop("state_path", None)
         settings = load_settings(
             config_path=args.config, environ=env, flags=flags, require_api_key=False
         )

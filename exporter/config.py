@@ -99,6 +99,7 @@ class Settings(BaseModel):
     metrics_max_nodes: int = Field(100, ge=1, le=100_000)
     otlp_protocol: str = "grpc"
     otlp_endpoint: str | None = None  # from OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
+    otlp_metrics: bool = True  # OTEL_METRICS_EXPORTER=none turns the metrics push off
 
     @field_validator("ca_file")
     @classmethod
@@ -206,11 +207,28 @@ def load_settings(
     )
     merged["otlp_protocol"] = _Sourced(otlp_protocol(environ), "OTEL_EXPORTER_OTLP_PROTOCOL")
     merged["otlp_endpoint"] = _Sourced(otlp_endpoint(environ), "OTEL_EXPORTER_OTLP_ENDPOINT")
+    merged["otlp_metrics"] = _Sourced(_metrics_exporter(environ, problems), "OTEL_METRICS_EXPORTER")
     problems.extend(_check_api_key(merged, require_api_key))
     settings = _validate(merged, problems)
     if problems or settings is None:
         raise ConfigError(problems)
     return settings
+
+
+def _metrics_exporter(environ: Mapping[str, str], problems: list[str]) -> bool:
+    """OTEL_METRICS_EXPORTER: `otlp` (default) pushes metrics with the traces, `none` not.
+
+    Jaeger and Tempo take traces only; there, /metrics is the way to the metrics.
+    """
+    names = {n.strip().lower() for n in environ.get("OTEL_METRICS_EXPORTER", "otlp").split(",")}
+    names.discard("")
+    unknown = names - {"otlp", "none", "prometheus"}
+    if unknown:
+        problems.append(
+            f"OTEL_METRICS_EXPORTER: {', '.join(sorted(unknown))} is not supported; "
+            "use otlp or none (/metrics is always served by run)"
+        )
+    return "otlp" in names
 
 
 def _from_yaml(path: Path, problems: list[str]) -> dict[str, _Sourced]:
