@@ -76,6 +76,20 @@ def integration_content(inputs: Mapping[str, object], outputs: object) -> Attrib
     return found
 
 
+_INPUT_SOURCES: Final = (
+    attr.GEN_AI_INPUT_MESSAGES,
+    attr.GEN_AI_TOOL_CALL_ARGUMENTS,
+    attr.STEP_INPUT,
+    attr.RUN_INPUT,
+)
+_OUTPUT_SOURCES: Final = (
+    attr.GEN_AI_OUTPUT_MESSAGES,
+    attr.GEN_AI_TOOL_CALL_RESULT,
+    attr.STEP_OUTPUT,
+    attr.RUN_OUTPUT,
+)
+
+
 def openinference_mirror(semantic: Attributes, content: Attributes, *, root: bool) -> Attributes:
     """The same facts under OpenInference names, so Phoenix shows LLM and tool spans."""
     operation = semantic.get(attr.GEN_AI_OPERATION_NAME)
@@ -97,29 +111,16 @@ def openinference_mirror(semantic: Attributes, content: Attributes, *, root: boo
     ]
     if all(isinstance(t, int) for t in tokens):
         mirrored[attr.OI_LLM_TOKENS_TOTAL] = sum(t for t in tokens if isinstance(t, int))
-    for sources, target in (
-        (
-            (
-                attr.GEN_AI_INPUT_MESSAGES,
-                attr.GEN_AI_TOOL_CALL_ARGUMENTS,
-                attr.STEP_INPUT,
-                attr.RUN_INPUT,
-            ),
-            attr.OI_INPUT_VALUE,
-        ),
-        (
-            (
-                attr.GEN_AI_OUTPUT_MESSAGES,
-                attr.GEN_AI_TOOL_CALL_RESULT,
-                attr.STEP_OUTPUT,
-                attr.RUN_OUTPUT,
-            ),
-            attr.OI_OUTPUT_VALUE,
-        ),
+    for sources, target, mime_target in (
+        (_INPUT_SOURCES, attr.OI_INPUT_VALUE, attr.OI_INPUT_MIME_TYPE),
+        (_OUTPUT_SOURCES, attr.OI_OUTPUT_VALUE, attr.OI_OUTPUT_MIME_TYPE),
     ):
         value = next((content[name] for name in sources if name in content), None)
-        if value is not None:
+        if isinstance(value, str):
             mirrored[target] = value
+            # Content is JSON text unless the record held plain text (a run's output).
+            is_json = value[:1] in ("{", "[")
+            mirrored[mime_target] = "application/json" if is_json else "text/plain"
     return mirrored
 
 
