@@ -32,7 +32,7 @@ from exporter.sink.base import SpanSink, TeeSink
 from exporter.sink.console import OtlpJsonSink, TreeSink
 from exporter.sink.encoding import to_otlp_json
 from exporter.sink.otlp import OtlpSink
-from exporter.source.models import Run, Step, Workflow, parse_records
+from exporter.source.models import Run, Step, Workflow, parse_records, replace_lone_surrogates
 
 log = logging.getLogger("orchestra-otel")
 
@@ -430,7 +430,7 @@ def _check_otlp(settings: Settings) -> tuple[bool, str]:
 def _cmd_convert(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     try:
-        document = json.loads(text)
+        document = replace_lone_surrogates(json.loads(text))
     except ValueError as exc:
         raise ConfigError([f"{args.file}: not JSON ({exc})"]) from exc
     if not isinstance(document, list):

@@ -301,9 +301,9 @@ def _check_key_file(key_file: _Sourced) -> list[str]:
         if not path.read_text(encoding="utf-8").strip():
             return [f"{key_file.label}: the file {path} is empty"]
     except OSError as exc:
-        # Echo the value only when it looks like a path: pasting the key itself into
+        # Echo the value only when its folder exists: pasting the key itself into
         # ORCHESTRA_API_KEY_FILE is a common slip, and the error must not repeat it.
-        shown = f" {path}" if os.sep in str(path) else ""
+        shown = f" {path}" if os.sep in str(path) and path.parent.is_dir() else ""
         return [f"{key_file.label}: cannot read the file{shown} ({exc.strerror or 'error'})"]
     except UnicodeDecodeError:
         return [f"{key_file.label}: {path} is not text"]

@@ -10,11 +10,14 @@ of the backend costs neither API requests nor memory, and loses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -40,6 +43,7 @@ from exporter.workflow_metrics import samples_of
 log = logging.getLogger(__name__)
 
 _NS = 1_000_000_000
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -261,7 +265,10 @@ class Poller:
                 try:
                     due[run_id] = await self.client.get_run(workflow_id, run_id)
                 except ApiNotFoundError:
+                    # Gone from the API: close it, or it would be asked for at every poll.
                     self._report_once(f"run {run_id}", "tracked run no longer exists (404)")
+                    gone = Capture(workflow_id, run_id, None, {}, None, run_done=True)
+                    self.ledger.capture([gone], now_ns)
         return list(due.values())
 
     async def collect_due(self, info: WorkflowInfo, run: Run, result: PollResult) -> Capture | None:
@@ -316,7 +323,7 @@ class Poller:
                 return
             after = batch[-1].id
             spans, unreadable = self._decode(batch)
-            if spans and not await asyncio.to_thread(self.sink.export, spans):
+            if spans and not await in_daemon_thread(self.sink.export, spans):
                 self._export_failed(result, len(spans))
                 return
             self._export_failures = 0
@@ -422,6 +429,37 @@ class Poller:
             self._reported.clear()
         self._reported.add(key)
         log.warning("%s: %s", record, reason)
+
+
+async def in_daemon_thread(function: Callable[[_T], bool], argument: _T) -> bool:
+    """Run a blocking export off the event loop, in a thread nobody waits for at exit.
+
+    asyncio.to_thread's pool is joined when the loop closes, so an export hanging until
+    its OTLP timeout would hold SIGTERM past the shutdown grace; a daemon thread does not.
+    Its spans stay spooled and are sent again on the next start.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bool] = loop.create_future()
+
+    def settle(result: bool | None, error: BaseException | None) -> None:
+        if done.done():  # cancelled at shutdown
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(bool(result))
+
+    def work() -> None:
+        result, error = None, None
+        try:
+            result = function(argument)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="orchestra-otel-export", daemon=True).start()
+    return await done
 
 
 def _within_bytes(batch: list[Spooled], budget: int) -> list[Spooled]:

@@ -92,7 +92,9 @@ class Daemon:
             try:
                 await job()
             except asyncio.CancelledError:
-                raise
+                # Only shutdown cancels a job, after its grace: what it had not confirmed
+                # stays spooled for the next start. Not an error.
+                log.warning("%s cancelled at shutdown; unconfirmed spans stay spooled", name)
             except Exception:
                 log.exception("%s failed unexpectedly; the next run will try again", name)
             finally:

@@ -49,7 +49,9 @@ def encode_span(span: ReadableSpan) -> str:
         ]
     if span.status.status_code is not StatusCode.UNSET:
         document["st"] = [span.status.status_code.value, span.status.description]
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    # ASCII-only JSON: its length is its size in bytes (the export budget counts it), and
+    # it never holds text SQLite cannot store.
+    return json.dumps(document, ensure_ascii=True, separators=(",", ":"))
 
 
 def decode_span(text: str, resource: Resource, scope: InstrumentationScope) -> ReadableSpan:

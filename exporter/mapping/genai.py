@@ -153,8 +153,10 @@ def _finish_reasons(choices: object) -> list[str]:
 def _number(value: object) -> int | float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if isinstance(value, float) and value != value:  # NaN says nothing
-        return None
+    if isinstance(value, float) and (value != value or abs(value) == float("inf")):
+        return None  # NaN and infinity say nothing
+    if abs(value) >= 2**63:
+        return None  # OTLP integers are signed 64-bit
     return value
 
 

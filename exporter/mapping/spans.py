@@ -8,6 +8,7 @@ Spans are the SDK's `ReadableSpan`, which the OTLP exporters encode as they are.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from exporter.source.models import Run, Step
 MAX_LINKS = 64
 MAX_LIST_ITEMS = 32
 MAX_NAME_LENGTH = 256
+_ID_ATTRIBUTES = frozenset({attr.WORKFLOW_ID, attr.RUN_ID, attr.STEP_ID, attr.NODE_ID})
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,9 @@ def map_run(
         view = _view_step(step, workflow.graph, anchor, problems)
         if view is not None:
             views.append(view)
+    index = _StepIndex.of(views)
     step_spans = {
-        view.step.id: _step_span(view, views, workflow, run, trace_id, options)
+        view.step.id: _step_span(view, index, workflow, run, trace_id, options)
         for view in views
         if view.step.id not in already_exported
     }
@@ -205,7 +208,7 @@ def infer_node_type(inputs: Mapping[str, object], outputs: Mapping[str, object])
 
 def _step_span(
     view: _StepView,
-    views: Sequence[_StepView],
+    index: _StepIndex,
     workflow: WorkflowInfo,
     run: Run,
     trace_id: int,
@@ -230,7 +233,7 @@ def _step_span(
         resource=options.resource,
         attributes=_bounded(attributes, options.content_max_length),
         events=_exception_events(view.failure, view.end_ns, options),
-        links=_upstream_links(view, views, workflow.graph, trace_id)[:MAX_LINKS],
+        links=_upstream_links(view, index, workflow.graph, trace_id),
         kind=SpanKind.CLIENT if is_model else SpanKind.INTERNAL,
         status=_status(view.failure, options),
         start_time=view.start_ns,
@@ -264,38 +267,55 @@ def _semantic_attributes(view: _StepView, options: MappingOptions) -> Attributes
     return found
 
 
+@dataclass(frozen=True)
+class _StepIndex:
+    """Steps by node, in start order: links are found by bisection, not by scanning."""
+
+    by_node: Mapping[str, list[_StepView]]
+    starts: Mapping[str, list[int]]
+
+    @classmethod
+    def of(cls, views: Sequence[_StepView]) -> _StepIndex:
+        by_node: dict[str, list[_StepView]] = {}
+        for view in views:
+            if view.node_id:
+                by_node.setdefault(view.node_id, []).append(view)
+        for group in by_node.values():
+            group.sort(key=lambda v: (v.start_ns, v.step.id))
+        return cls(by_node, {node: [v.start_ns for v in group] for node, group in by_node.items()})
+
+    def latest_of(self, node_id: str, before_ns: int) -> _StepView | None:
+        """The most recent step of `node_id` that started no later than `before_ns`.
+
+        A node that ran several times (loops) feeds the step that follows its latest run.
+        """
+        position = bisect_right(self.starts.get(node_id, []), before_ns)
+        return self.by_node[node_id][position - 1] if position else None
+
+
 def _upstream_links(
-    view: _StepView, views: Sequence[_StepView], graph: WorkflowGraph, trace_id: int
+    view: _StepView,
+    index: _StepIndex,
+    graph: WorkflowGraph,
+    trace_id: int,
 ) -> list[Link]:
     links = []
-    for parent_node in _upstream_nodes(view, views, graph):
-        parent = _latest_step_of(parent_node, views, before_ns=view.start_ns)
+    for parent_node in _upstream_nodes(view, index, graph):
+        parent = index.latest_of(parent_node, before_ns=view.start_ns)
         if parent is not None:
             context = span_context(trace_id, step_span_id(parent.step.id))
-            links.append(Link(context, {attr.NODE_ID: parent_node}))
+            links.append(Link(context, {attr.NODE_ID: truncate(parent_node, MAX_NAME_LENGTH)}))
+            if len(links) == MAX_LINKS:
+                break
     return links
 
 
-def _upstream_nodes(
-    view: _StepView, views: Sequence[_StepView], graph: WorkflowGraph
-) -> tuple[str, ...]:
+def _upstream_nodes(view: _StepView, index: _StepIndex, graph: WorkflowGraph) -> tuple[str, ...]:
     if graph.knows(view.node_id):
         return graph.upstream.get(view.node_id, ())
     # No graph: input_data keys that name another step's node are its inputs' sources.
     input_data = _as_mapping(_as_mapping(view.step.inputs).get("input_data"))
-    nodes_in_run = {other.node_id for other in views if other.node_id}
-    return tuple(key for key in input_data if key in nodes_in_run and key != view.node_id)
-
-
-def _latest_step_of(node_id: str, views: Sequence[_StepView], before_ns: int) -> _StepView | None:
-    """The most recent step of `node_id` that started no later than `before_ns`.
-
-    A node that ran several times (loops) feeds the step that follows its latest run.
-    """
-    candidates = [v for v in views if v.node_id == node_id and v.start_ns <= before_ns]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda v: (v.start_ns, v.step.id))
+    return tuple(key for key in input_data if key in index.by_node and key != view.node_id)
 
 
 # --- root ------------------------------------------------------------------------------
@@ -351,7 +371,10 @@ def _root_failure(run: Run, views: Sequence[_StepView]) -> Failure | None:
     own = run_failure(run.status, run.error)
     if own is not None:
         return own
-    failed = [v for v in views if v.failure is not None]
+    # In start order, so the description does not depend on how the API sorted the steps.
+    failed = sorted(
+        (v for v in views if v.failure is not None), key=lambda v: (v.start_ns, v.step.id)
+    )
     if not failed:
         return None
     nodes = ", ".join(dict.fromkeys(v.node_id or v.step.id for v in failed))
@@ -377,13 +400,12 @@ def _exception_events(failure: Failure | None, at_ns: int, options: MappingOptio
         return []
     attributes: Attributes = {
         attr.EXCEPTION_TYPE: failure.error_type,
-        attr.EXCEPTION_MESSAGE: truncate(failure.message, options.content_max_length),
+        attr.EXCEPTION_MESSAGE: failure.message,
     }
     if failure.stacktrace:
-        attributes[attr.EXCEPTION_STACKTRACE] = truncate(
-            failure.stacktrace, options.content_max_length
-        )
-    return [Event(attr.EXCEPTION_EVENT, attributes, timestamp=at_ns)]
+        attributes[attr.EXCEPTION_STACKTRACE] = failure.stacktrace
+    bounded = _bounded(attributes, options.content_max_length)
+    return [Event(attr.EXCEPTION_EVENT, bounded, timestamp=at_ns)]
 
 
 def _status(failure: Failure | None, options: MappingOptions) -> Status:
@@ -412,7 +434,9 @@ def _bounded(attributes: Attributes, max_length: int) -> Attributes:
     bounded: Attributes = {}
     for name, value in attributes.items():
         if isinstance(value, str):
-            bounded[name] = truncate(value, max_length)
+            # Ids are kept whole up to MAX_NAME_LENGTH: a cut id finds nothing.
+            limit = MAX_NAME_LENGTH if name in _ID_ATTRIBUTES else max_length
+            bounded[name] = truncate(value, limit)
         elif isinstance(value, list):
             bounded[name] = [truncate(item, max_length) for item in value[:MAX_LIST_ITEMS]]
         else:

@@ -46,9 +46,14 @@ def status_row(raw: str | None) -> StatusRow:
 
 
 def step_is_terminal(raw: str | None, *, run_terminal: bool) -> bool:
-    """Unknown step statuses wait while the run is in flight, and are final once it ends."""
-    row = status_row(raw)
-    return run_terminal if row.terminal is None else row.terminal
+    """A step is final when its status says so, and every step is once its run ended.
+
+    DESIGN.md: once the run is terminal every step is exported with its raw status; a
+    step left `running` by a cancelled run would otherwise never be exported at all.
+    """
+    if run_terminal:
+        return True
+    return bool(status_row(raw).terminal)
 
 
 def run_is_terminal(raw: str | None, *, has_end_time: bool) -> bool:

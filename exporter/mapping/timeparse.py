@@ -30,6 +30,7 @@ _TIMESTAMP = re.compile(
 )
 
 _NS_PER_SECOND = 1_000_000_000
+_MAX_NS = 2**64
 
 
 def parse_timestamp_ns(value: object) -> int:
@@ -46,7 +47,11 @@ def parse_timestamp_ns(value: object) -> int:
         raise MappingError(f"impossible timestamp {value[:64]!r}") from exc
     seconds = calendar.timegm(whole.timetuple())
     nanos = _fraction_to_ns(match["fraction"])
-    return (seconds - _offset_seconds(match["offset"])) * _NS_PER_SECOND + nanos
+    result = (seconds - _offset_seconds(match["offset"])) * _NS_PER_SECOND + nanos
+    if not 0 <= result < _MAX_NS:
+        # OTLP times are unsigned 64-bit nanoseconds: 1970 to 2554.
+        raise MappingError(f"timestamp {value[:64]!r} is outside 1970..2554")
+    return result
 
 
 def parse_optional_timestamp_ns(value: object) -> int | None:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,7 +30,15 @@ from exporter.errors import (
     ApiResponseError,
     ApiUnavailableError,
 )
-from exporter.source.models import RejectedRecord, Run, Step, Workflow, parse_records
+from exporter.source.models import (
+    RejectedRecord,
+    Run,
+    Step,
+    Workflow,
+    may_hold_lone_surrogates,
+    parse_records,
+    replace_lone_surrogates,
+)
 from exporter.source.retry import RetryPolicy, is_retryable_status, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -68,6 +77,7 @@ class OrchestraClient:
         rng: random.Random | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
+        self._api_key = api_key
         self._http = httpx.AsyncClient(
             headers={
                 "Authorization": f"Bearer {api_key}",
@@ -88,6 +98,7 @@ class OrchestraClient:
 
     def set_api_key(self, api_key: str) -> None:
         """Use a new key from the next request on (the key file was rotated)."""
+        self._api_key = api_key
         self._http.headers["Authorization"] = f"Bearer {api_key}"
 
     async def __aenter__(self) -> OrchestraClient:
@@ -150,8 +161,13 @@ class OrchestraClient:
         *,
         expected: type | tuple[type, ...],
     ) -> object:
-        """GET and decode JSON of the expected top-level type, retrying what may pass."""
+        """GET and decode JSON of the expected top-level type, retrying what may pass.
+
+        Retries stop at max_attempts, or earlier when the next wait would pass the
+        request's time budget: `once` must give up within about a minute.
+        """
         attempt = 0
+        started = time.monotonic()
         while True:
             attempt += 1
             try:
@@ -163,16 +179,18 @@ class OrchestraClient:
                     )
                 return body
             except (ApiUnavailableError, ApiResponseError) as exc:
-                if attempt >= self._retry.max_attempts:
-                    raise
                 delay = self._retry.backoff(attempt, self._rng)
+                elapsed = time.monotonic() - started
+                if attempt >= self._retry.max_attempts or elapsed + delay > self._retry.budget:
+                    raise
                 self.stats.retries[endpoint] += 1
                 log.debug("retrying %s in %.2fs after: %s", endpoint, delay, exc)
                 await asyncio.sleep(delay)
 
     async def _attempt(self, endpoint: str, path: str, params: dict[str, Any] | None) -> object:
-        await self._wait_for_retry_after(endpoint)
         async with self._slots:
+            # Inside the slot: requests queued behind a 429 must wait out its Retry-After.
+            await self._wait_for_retry_after(endpoint)
             try:
                 response = await self._http.get(self._base + path, params=params)
                 content = response.content
@@ -182,6 +200,14 @@ class OrchestraClient:
                     f"{endpoint}: the API did not answer in time", endpoint=endpoint
                 ) from exc
             except httpx.HTTPError as exc:
+                if _certificate_failure(exc):
+                    self._count(endpoint, "tls_error")
+                    raise ApiRequestError(
+                        f"{endpoint}: the API's TLS certificate could not be verified "
+                        f"({_certificate_failure(exc)}); if it is signed by a private CA, "
+                        "set ORCHESTRA_CA_FILE to that CA's certificate (PEM)",
+                        endpoint=endpoint,
+                    ) from exc
                 self._count(endpoint, "connection_error")
                 raise ApiUnavailableError(
                     f"{endpoint}: cannot reach the API ({type(exc).__name__})", endpoint=endpoint
@@ -189,7 +215,7 @@ class OrchestraClient:
         self._count(endpoint, str(response.status_code))
         self._check_status(endpoint, response)
         try:
-            return json.loads(content)
+            body = json.loads(content)
         except ValueError as exc:
             raise ApiResponseError(
                 f"{endpoint}: the API answered {response.status_code} with a body that is not "
@@ -197,6 +223,7 @@ class OrchestraClient:
                 endpoint=endpoint,
                 status=response.status_code,
             ) from exc
+        return replace_lone_surrogates(body) if may_hold_lone_surrogates(content) else body
 
     def _check_status(self, endpoint: str, response: httpx.Response) -> None:
         status = response.status_code
@@ -213,10 +240,15 @@ class OrchestraClient:
         elif status == 404:
             error_class = ApiNotFoundError
         raise error_class(
-            f"{endpoint}: the API answered {status}{_detail(response)}",
+            f"{endpoint}: the API answered {status}{self._redacted(_detail(response))}",
             endpoint=endpoint,
             status=status,
         )
+
+    def _redacted(self, text: str) -> str:
+        """The API may quote the token back in its error text; errors must never hold it."""
+        key = self._api_key
+        return text.replace(key, "[REDACTED]") if len(key) >= 4 else text
 
     def _pause_for(self, endpoint: str, response: httpx.Response) -> None:
         if response.status_code == 429:
@@ -250,6 +282,16 @@ class OrchestraClient:
             else:
                 log.warning("%s: skipped record #%d: %s", endpoint, record.index, record.reason)
         return good
+
+
+def _certificate_failure(exc: BaseException) -> str | None:
+    """The reason when the TLS handshake failed on the certificate, else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or "verification failed")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _as_list(body: object) -> list[object]:

@@ -10,6 +10,7 @@ and treat ids as opaque strings. Only what we cannot do without is required: an 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -100,6 +101,29 @@ def _describe(error: ValidationError) -> str:
         where = ".".join(str(p) for p in problem["loc"]) or "record"
         parts.append(f"{where}: {problem['msg']}")
     return "; ".join(parts)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_lone_surrogates(value: Any) -> Any:
+    """JSON may escape half a UTF-16 pair ("\\ud800"); such text cannot be encoded as
+    UTF-8 (protobuf, SQLite), so it becomes U+FFFD here, at the boundary."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [replace_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            replace_lone_surrogates(key): replace_lone_surrogates(item)
+            for key, item in value.items()
+        }
+    return value
+
+
+def may_hold_lone_surrogates(raw: bytes) -> bool:
+    """Cheap pre-check on the raw body: only escaped text can hold a lone surrogate."""
+    return b"\\ud" in raw or b"\\uD" in raw
 
 
 def parse_records(

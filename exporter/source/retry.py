@@ -22,6 +22,7 @@ class RetryPolicy:
     max_attempts: int = 4
     base_delay: float = 0.5
     max_delay: float = 30.0  # the daemon caps this at its poll interval
+    budget: float = 25.0  # seconds one request may spend on retries before giving up
 
     def backoff(self, retry_number: int, rng: random.Random) -> float:
         """Equal jitter: half the exponential step, plus up to half again at random.
