@@ -9,6 +9,7 @@ the sockets it listens on (/proc), its state files, and the emulator's request l
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import select
@@ -19,7 +20,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -77,7 +77,7 @@ def arrivals(
 
 
 def gaps(items: list[Arrival]) -> list[float]:
-    return [later.at - earlier.at for earlier, later in zip(items, items[1:], strict=False)]
+    return [later.at - earlier.at for earlier, later in itertools.pairwise(items)]
 
 
 def describe(items: Iterable[Arrival], since: float | None = None) -> str:
@@ -417,7 +417,7 @@ class TlsProxy:
         while not self._stopping.is_set():
             try:
                 connection, _ = self._listener.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -484,11 +484,3 @@ def state_files(state_path: Path) -> dict[str, bytes]:
         with contextlib.suppress(FileNotFoundError):
             files[path.name] = path.read_bytes()
     return files
-
-
-def wait_for(condition: Any, timeout: float, message: str) -> None:
-    wait_until(condition, timeout, message)
-
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import sqlite3
@@ -102,6 +101,15 @@ class Delivery:
     @property
     def complete(self) -> bool:
         return not self.missing
+
+    def summary(self) -> str:
+        text = (
+            f"{self.expected_spans} spans expected, {self.received_spans} received "
+            f"({self.unique_spans} distinct, {self.duplicates} duplicates)"
+        )
+        if self.missing:
+            text += f"; {len(self.missing)} problems, first: " + "; ".join(self.missing[:5])
+        return text
 
 
 def delivery(world: World) -> Delivery:
@@ -277,7 +285,7 @@ class DaemonProcess:
     def _get(self, path: str, timeout: float = 3.0) -> tuple[int, bytes]:
         url = f"http://127.0.0.1:{self.port}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=timeout) as response:
                 return int(response.status), response.read()
         except urllib.error.HTTPError as error:
             return int(error.code), error.read()
@@ -309,6 +317,13 @@ class DaemonProcess:
     def readyz(self) -> tuple[int, dict[str, Any]]:
         status, body = self._get("/readyz")
         return status, json.loads(body)
+
+    def ready(self) -> bool:
+        """/readyz answers 200 (False too while the HTTP server is not up yet)."""
+        try:
+            return self.readyz()[0] == 200
+        except OSError:
+            return False
 
     # --- process -----------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ import secrets
 import time
 import traceback
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -287,14 +287,6 @@ def test_a_status_that_cannot_improve_is_not_retried(world: World) -> None:
     assert_everything_exported(world)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: exporter/source/client.py:174-175 (_attempt) checks the Retry-After pause "
-        "before waiting for a concurrency slot; requests queued on the semaphore when a "
-        "429 arrives go out at once instead of after the Retry-After"
-    ),
-)
 def test_retry_after_also_holds_back_requests_waiting_for_a_slot(world: World) -> None:
     """With one request in flight at a time, every request that leaves after the 429 was
     answered is sent knowing the Retry-After: none may arrive before it has passed."""
@@ -342,6 +334,20 @@ def test_once_against_a_dead_api_gives_up_with_exit_1(
     assert world.receiver.span_count() == 0
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("ORCHESTRA_OTEL_SLOW_TESTS") != "1",
+    reason="takes ~90 s (set ORCHESTRA_OTEL_SLOW_TESTS=1 to run it)",
+)
+def test_once_against_a_rate_limiting_api_gives_up_within_about_a_minute(world: World) -> None:
+    world.emulator.faults.add(FaultRule(action="rate_limit", retry_after=30, times=None))
+    started = time.monotonic()
+    result = world.cli("once", timeout=240)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert elapsed < 65, f"once took {elapsed:.0f}s:\n{describe(arrivals(world.emulator))}"
+
+
 # --------------------------------------------------------------------------- the daemon
 
 
@@ -383,6 +389,16 @@ def test_daemon_stays_up_and_polite_through_an_outage_then_exports_everything(
                 f"{path} asked {count} times in {polls} polls\n{describe(log)}"
             )
         assert len([a for a in log if a.kind == "list_workflows"]) == 2 * 4 + 1
+        # Backoff inside each poll: a failing URL never sees three requests within the
+        # shortest backoff (two in a row can only happen across a poll boundary).
+        failing_urls = {
+            "list_workflows": [a for a in log if a.kind == "list_workflows"],
+            "list_runs": [a for a in log if history_path in a.path],
+            "steps": [a for a in log if steps_path in a.path],
+        }
+        for kind, tries in failing_urls.items():
+            for first, third in zip(tries, tries[2:], strict=False):
+                assert third.at - first.at >= backoff_window(1)[0], f"{kind}:\n{describe(tries)}"
         assert counts[next(p for p in counts if history_path in p)] >= 2 * MAX_ATTEMPTS
         assert set(world.receiver.traces()) == trace_ids(world, healthy)
         assert world.receiver.duplicate_count() == 0
@@ -449,3 +465,24 @@ def test_daemon_with_a_rejected_key_says_so_once_and_recovers(
     assert code == 0, daemon.stderr
     assert daemon.stderr.count(REJECTED) == 1, daemon.stderr
     assert wrong_key not in daemon.stderr + daemon.stdout
+
+
+def test_daemon_honours_a_retry_after_longer_than_its_poll_interval(world: World) -> None:
+    """A 429 asking for 2 s while the daemon polls every 0.5 s (so its backoff is capped
+    at 0.5 s): attempts that would have to wait longer give up without sending, and no
+    request arrives before each pause has passed."""
+    pause = 2.0
+    world.emulator.faults.add(FaultRule(action="rate_limit", retry_after=pause, times=None))
+    with start_daemon(world, ORCHESTRA_POLL_INTERVAL="0.5") as daemon:
+        wait_until(lambda: len(arrivals(world.emulator)) >= 3, 20, "the daemon stopped asking")
+        log = arrivals(world.emulator)
+        assert {a.status for a in log} == {429}, describe(log)
+        for gap in gaps(log):
+            assert gap >= pause, f"asked again {gap:.3f}s after a 429:\n{describe(log)}"
+        assert daemon.alive
+        assert daemon.metric("orchestra_otel_api_rate_limited_total") >= len(log)
+
+        control(world.emulator, "DELETE", "faults")
+        assert_everything_exported(world)
+        code = daemon.stop()
+    assert code == 0, daemon.stderr

@@ -47,6 +47,7 @@ EXPORTED = "orchestra_otel_spans_exported_total"
 PENDING = "orchestra_otel_pending_spans"
 POLLS = "orchestra_otel_polls_total"
 API_REQUESTS = "orchestra_otel_api_requests_total"
+RUNS_COUNTED = "orchestra_runs_total"  # workflow metric: runs whose root was confirmed
 
 
 @pytest.fixture
@@ -94,11 +95,12 @@ def test_outage_spools_to_disk_keeps_polling_and_delivers_everything_once(
         ORCHESTRA_CAPTURE_CONTENT="true",  # bigger spans: a backlog held in RAM would show
     ) as daemon:
         # --- healthy start: the history is delivered, the daemon is ready --------------
-        wait_for(lambda: delivery(world).complete, 30, lambda: f"{delivery(world)}")
-        wait_for(lambda: daemon.readyz()[0] == 200, 15, lambda: f"{daemon.readyz()}")
+        wait_for(lambda: delivery(world).complete, 30, lambda: delivery(world).summary())
+        wait_for(daemon.ready, 15, lambda: f"not ready: {daemon.readyz()}")
         wait_for(lambda: ledger.spool_count() == 0, 10, "spool not empty after a clean start")
         received_before = world.receiver.span_count()
         exported_before = daemon.metric(EXPORTED)
+        runs_counted_before = daemon.metric(RUNS_COUNTED)
         failures_before = daemon.metric(FAILURES)
         polls_before = daemon.metric(POLLS)
         api_before = daemon.metric(API_REQUESTS)
@@ -149,6 +151,7 @@ def test_outage_spools_to_disk_keeps_polling_and_delivers_everything_once(
         )
         assert world.receiver.span_count() == received_before
         assert daemon.metric(EXPORTED) == exported_before, "spans counted as exported"
+        assert daemon.metric(RUNS_COUNTED) == runs_counted_before, "runs counted unconfirmed"
         export_failures = daemon.metric(FAILURES) - failures_before
         assert export_failures > 0
         status, body = daemon.readyz()
@@ -182,17 +185,18 @@ def test_outage_spools_to_disk_keeps_polling_and_delivers_everything_once(
         world.receiver.start()
         recovered_started = time.monotonic()
         # (e) every finished run arrives: one root per run, one span per step, no copies.
-        wait_for(lambda: delivery(world).complete, 45, lambda: f"{delivery(world)}")
+        wait_for(lambda: delivery(world).complete, 45, lambda: delivery(world).summary())
         recovery_s = time.monotonic() - recovered_started
         wait_for(
             lambda: ledger.spool_count() == 0 and daemon.metric(PENDING) == 0,
             15,
             lambda: f"spool {ledger.spool_count()}, pending_spans {daemon.metric(PENDING)}",
         )
-        wait_for(lambda: daemon.readyz()[0] == 200, 15, lambda: f"{daemon.readyz()}")
+        wait_for(daemon.ready, 15, lambda: f"not ready: {daemon.readyz()}")
         result = delivery(world)
         assert result.duplicates == 0, world.receiver.duplicate_spans()
         assert result.received_spans == result.expected_spans
+        assert daemon.metric(RUNS_COUNTED) == len(world.finished_runs())
         attempts_after = daemon.metric(FAILURES) - failures_before
         code, took = daemon.terminate(timeout=30)
         assert code == 0, daemon.log()[-3000:]
@@ -206,7 +210,8 @@ def test_outage_spools_to_disk_keeps_polling_and_delivers_everything_once(
 
     print(
         f"\n[{protocol}] outage {outage_s:.1f}s: {len(outage_runs)} runs / {outage_spans} spans"
-        f" spooled ({spool_bytes / 1e6:.2f} MB on disk); {polls:.0f} polls, {list_runs} list_runs calls, {export_failures:.0f}"
+        f" spooled ({spool_bytes / 1e6:.2f} MB on disk); {polls:.0f} polls, {list_runs}"
+        f" list_runs calls, {export_failures:.0f}"
         f" export attempts (bound {max_export_attempts(outage_s)}; {attempts_after:.0f} by"
         f" recovery); RSS {rss_early_kb} kB -> {rss_end_kb} kB"
         f" (+{rss_end_kb - rss_early_kb} kB); recovery {recovery_s:.1f}s;"

@@ -1,0 +1,477 @@
+"""Shared pieces of the benchmarks: worlds, processes, /proc readings, delivery checks."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exporter.emulator import CodeNode, Emulator, IntegrationNode, ManualClock, ModelNode, Scenario
+from exporter.emulator.demo import demo_workflows
+from exporter.emulator.graph import END, START, WorkflowSpec
+from exporter.mapping.attributes import RUN_ID, STEP_ID
+from exporter.mapping.timeparse import parse_timestamp_ns
+from tests.integration.harness import API_KEY, REPO, World
+from tests.support.otlp_receiver import (
+    OtlpReceiver,
+    ReceivedRequest,
+    ReceivedSpan,
+    flatten_request,
+)
+
+PY = sys.executable
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+_NAMESPACE = uuid.UUID("6f1d3c55-0b8e-4c8e-9a51-3f2b7d0e9a10")
+ROOT = "root"
+
+
+# --------------------------------------------------------------------------- workflows
+
+
+def bench_id(label: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, label))
+
+
+def demo_clones(count: int, now: float) -> list[WorkflowSpec]:
+    """`count` workflows cycling through the four demo shapes (1, 2, 4 and 4-5 nodes)."""
+    shapes = demo_workflows(now)
+    return [
+        dataclasses.replace(
+            shapes[i % len(shapes)],
+            workflow_id=bench_id(f"demo-{i}"),
+            name=f"{shapes[i % len(shapes)].name}-{i}",
+        )
+        for i in range(count)
+    ]
+
+
+def fanout_workflow(index: int, width: int, now: float) -> WorkflowSpec:
+    """prepare -> `width` parallel branches (model / integration / code) -> merge.
+
+    `width + 2` steps per run; each branch reads only `prepare`, so step payloads stay
+    the size of a demo step instead of growing with the width.
+    """
+    prepare = CodeNode(
+        node_id="prepare",
+        description="Split the request",
+        results=lambda rng, data: {"parts": width, "batch": rng.randrange(10**6)},
+        stdout="split into parts\n",
+    )
+    branches: list[Any] = []
+    for i in range(width):
+        if i % 3 == 0:
+            branches.append(
+                ModelNode(
+                    node_id=f"summarize_{i}",
+                    model="virtuoso-medium",
+                    messages=(
+                        {"role": "user", "content": f"Summarise part {i} of: {{{{topic}}}}"},
+                    ),
+                    replies=(f"Part {i}: the essentials in two sentences.", "Nothing to add."),
+                )
+            )
+        elif i % 3 == 1:
+            branches.append(
+                IntegrationNode(
+                    node_id=f"notify_{i}",
+                    app_name="slack",
+                    action="SLACK_SENDS_A_MESSAGE_TO_A_SLACK_CHANNEL",
+                    input_mapping={"channel": "#bench", "text": f"part {i} of {{{{topic}}}}"},
+                )
+            )
+        else:
+            branches.append(
+                CodeNode(
+                    node_id=f"score_{i}",
+                    results=lambda rng, data: {"score": rng.randint(0, 100)},
+                    stdout="scored\n",
+                )
+            )
+    merge = CodeNode(node_id="merge", description="Join the parts", results=None)
+    ids = [node.node_id for node in branches]
+    return WorkflowSpec(
+        workflow_id=bench_id(f"fanout-{width}-{index}"),
+        name=f"fanout-{index}",
+        description=f"Fans out to {width} branches and joins them again.",
+        nodes=(prepare, *branches, merge),
+        edges=(
+            (START, "prepare"),
+            *(("prepare", node_id) for node_id in ids),
+            *((node_id, "merge") for node_id in ids),
+            ("merge", END),
+        ),
+        selected_output="merge",
+        sample_inputs=({"topic": "quarterly report"}, {"topic": "support backlog"}),
+        created_at=now - 30 * 86_400,
+    )
+
+
+# --------------------------------------------------------------------------- worlds
+
+
+class LazyReceiver(OtlpReceiver):
+    """The real test receiver (gRPC + HTTP, official protobufs), made light on the hot path.
+
+    The support receiver turns every span of every request into a `ReceivedSpan` as the
+    request arrives; in the benchmark process that Python work competes with the emulator
+    and made the receiver, not the exporters, the bottleneck (~2,800 spans/s for both the
+    ceiling and the baseline). Here a request is only counted on arrival, and its spans
+    are decoded the first time someone asks for them. Overrides the receiver's private
+    `_store`: imported, not modified.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._flattened = 0  # requests already decoded into self._spans
+        self._span_total = 0
+
+    def _store(self, protocol: str, request: Any, headers: dict[str, str]) -> None:
+        count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        with self._cond:
+            self._requests.append(ReceivedRequest(protocol, request, headers, time.time()))
+            self._span_total += count
+            self._cond.notify_all()
+
+    def _decode_pending(self) -> None:
+        with self._cond:
+            while self._flattened < len(self._requests):
+                item = self._requests[self._flattened]
+                self._spans.extend(flatten_request(item.request, item.protocol))
+                self._flattened += 1
+
+    def spans(self, protocol: str | None = None) -> list[ReceivedSpan]:
+        self._decode_pending()
+        return super().spans(protocol)
+
+    def span_count(self) -> int:
+        with self._cond:
+            return self._span_total
+
+    def clear(self) -> None:
+        with self._cond:
+            super().clear()
+            self._flattened = 0
+            self._span_total = 0
+
+
+@contextlib.contextmanager
+def open_world(
+    scenario: Scenario,
+    clock: ManualClock | None,
+    tmp: Path,
+    *,
+    history_limit: int = 100,
+    recent_limit: int = 1000,
+) -> Iterator[World]:
+    """Emulator + fresh OTLP receiver + a private state file, torn down afterwards."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    emulator = Emulator(
+        scenario, api_key=API_KEY, history_limit=history_limit, recent_limit=recent_limit
+    )
+    emulator.start()
+    receiver = LazyReceiver()
+    receiver.start()
+    try:
+        yield World(scenario, clock or ManualClock(), emulator, receiver, tmp / "ledger.db")
+    finally:
+        receiver.stop()
+        emulator.stop()
+
+
+def bench_env(world: World, **extra: str) -> dict[str, str]:
+    env = world.env("grpc", **extra)
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def finished_runs(scenario: Scenario) -> list[tuple[str, dict[str, Any]]]:
+    """(workflow id, run record) of every run the emulator shows as ended now (all pages)."""
+    found = []
+    for workflow_id in scenario.workflow_ids():
+        for run in scenario.runs(workflow_id) or []:
+            if run.get("end_time") is not None:
+                found.append((workflow_id, run))
+    return found
+
+
+def expected_keys(
+    scenario: Scenario, runs: Iterable[tuple[str, dict[str, Any]]] | None = None
+) -> set[tuple[str, str]]:
+    """(run id, step id or "root") of every span a correct exporter sends for `runs`."""
+    keys: set[tuple[str, str]] = set()
+    for workflow_id, run in finished_runs(scenario) if runs is None else runs:
+        run_id = str(run["id"])
+        keys.add((run_id, ROOT))
+        for step in scenario.steps(workflow_id, run_id) or []:
+            keys.add((run_id, str(step["id"])))
+    return keys
+
+
+def span_key(span: ReceivedSpan) -> tuple[str, str]:
+    return (str(span.attributes.get(RUN_ID)), str(span.attributes.get(STEP_ID, ROOT)))
+
+
+def delivery(
+    expected: set[tuple[str, str]], spans: Sequence[ReceivedSpan], *, only_expected: bool = False
+) -> dict[str, int]:
+    """Expected / received / lost / duplicated; `only_expected` ignores spans of other runs."""
+    counts = Counter(span_key(span) for span in spans)
+    if only_expected:
+        counts = Counter({key: n for key, n in counts.items() if key in expected})
+    return {
+        "expected": len(expected),
+        "received": sum(counts.values()),
+        "lost": len(expected - set(counts)),
+        "duplicated": sum(n - 1 for n in counts.values() if n > 1),
+        "unexpected": len(set(counts) - expected),
+    }
+
+
+def wait_for_keys(
+    receiver: OtlpReceiver, expected: set[tuple[str, str]], timeout: float
+) -> list[ReceivedSpan]:
+    """Wait until every expected span arrived (or the timeout); returns what arrived."""
+    deadline = time.monotonic() + timeout
+    while True:
+        spans = receiver.spans()
+        if len(spans) >= len(expected) and expected <= {span_key(s) for s in spans}:
+            return spans
+        if time.monotonic() >= deadline:
+            return spans
+        time.sleep(0.2)
+
+
+def root_arrivals(receiver: OtlpReceiver) -> dict[str, float]:
+    """run id -> time.time() at which the receiver first got its root span."""
+    arrivals: dict[str, float] = {}
+    for request in receiver.requests():
+        for span in flatten_request(request.request, request.protocol):
+            if not span.parent_span_id:
+                arrivals.setdefault(str(span.attributes.get(RUN_ID)), request.received_at)
+    return arrivals
+
+
+def arrival_window(receiver: OtlpReceiver) -> tuple[float, float] | None:
+    times = [request.received_at for request in receiver.requests()]
+    return (min(times), max(times)) if times else None
+
+
+def run_end_s(run: dict[str, Any]) -> float:
+    return parse_timestamp_ns(str(run["end_time"])) / 1e9
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a live process, in seconds (/proc/PID/stat; 10 ms resolution)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
+def proc_cpu_precise_s(pid: int) -> float:
+    """CPU time of the live threads of a process, in seconds, to the nanosecond.
+
+    Sums /proc/PID/task/*/schedstat (time on CPU). Threads that ended are not counted, so
+    windows measured with it must not span thread exits (the daemons keep their threads).
+    """
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        path = f"/proc/{pid}/task/{task}/schedstat"
+        with contextlib.suppress(FileNotFoundError), open(path, encoding="ascii") as handle:
+            total += int(handle.read().split()[0])
+    return total / 1e9
+
+
+def proc_mem_mb(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak RSS) of a live process, in MiB (/proc/PID/status)."""
+    found: dict[str, float] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0]) / 1024
+    return {"rss_mb": round(found["VmRSS"], 1), "hwm_mb": round(found["VmHWM"], 1)}
+
+
+@dataclass
+class Proc:
+    """A subprocess whose output lines are collected (with time.monotonic()) by threads."""
+
+    args: Sequence[str]
+    env: dict[str, str]
+    stdin: bool = False
+    popen: subprocess.Popen[str] = field(init=False)
+    started: float = field(init=False)  # time.monotonic()
+    started_wall: float = field(init=False)  # time.time()
+    out: list[tuple[float, str]] = field(default_factory=list, init=False)
+    err: list[tuple[float, str]] = field(default_factory=list, init=False)
+    cpu_s: float | None = field(default=None, init=False)  # from wait4, once it exited
+    peak_mb: float | None = field(default=None, init=False)  # VmHWM, sampled
+    ended: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self._cond = threading.Condition()
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        self.popen = subprocess.Popen(
+            list(self.args),
+            env=self.env,
+            cwd=REPO,
+            stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        for stream, sink in ((self.popen.stdout, self.out), (self.popen.stderr, self.err)):
+            threading.Thread(target=self._read, args=(stream, sink), daemon=True).start()
+        threading.Thread(target=self._sample_peak, daemon=True).start()
+
+    def _sample_peak(self) -> None:
+        """VmHWM (peak RSS) read every 0.2 s while the process lives: its last reading is
+        the peak (wait4's ru_maxrss is not used: it can report the forking parent's size)."""
+        while self.popen.returncode is None:
+            try:
+                self.peak_mb = max(self.peak_mb or 0.0, proc_mem_mb(self.pid)["hwm_mb"])
+            except (OSError, KeyError):
+                return
+            time.sleep(0.2)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _read(self, stream: Any, sink: list[tuple[float, str]]) -> None:
+        for line in stream:
+            with self._cond:
+                sink.append((time.monotonic(), line.rstrip("\n")))
+                self._cond.notify_all()
+
+    def lines(self, needle: str, *, stream: str = "err") -> list[tuple[float, str]]:
+        with self._cond:
+            source = self.err if stream == "err" else self.out
+            return [item for item in source if needle in item[1]]
+
+    def wait_lines(
+        self, needle: str, count: int, timeout: float, *, stream: str = "err"
+    ) -> list[tuple[float, str]]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = self.lines(needle, stream=stream)
+                if len(found) >= count:
+                    return found
+                if self.popen.poll() is not None:
+                    raise RuntimeError(f"{self.args[2:4]} exited early:\n{self.tail()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"{count} x {needle!r} not seen in {timeout}s:\n{self.tail()}"
+                    )
+                self._cond.wait(min(left, 0.5))
+
+    def send(self, line: str) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(line + "\n")
+        self.popen.stdin.flush()
+
+    def cpu(self) -> float:
+        """CPU seconds so far (threads alive now, ns resolution: see proc_cpu_precise_s)."""
+        return proc_cpu_precise_s(self.pid)
+
+    def cpu_ticks(self) -> float:
+        """CPU seconds so far, every thread ever, 10 ms resolution (/proc/PID/stat)."""
+        return proc_cpu_s(self.pid)
+
+    def mem(self) -> dict[str, float]:
+        return proc_mem_mb(self.pid)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Reap the process with wait4, keeping its CPU time and peak RSS."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.ended = time.monotonic()
+                self.cpu_s = usage.ru_utime + usage.ru_stime
+                self.popen.returncode = os.waitstatus_to_exitcode(status)
+                break
+            if time.monotonic() >= deadline:
+                self.popen.kill()
+                raise TimeoutError(f"{self.args[2:4]} did not exit in {timeout}s:\n{self.tail()}")
+            time.sleep(0.02)
+        time.sleep(0.05)  # let the reader threads take the last lines
+        return self.popen.returncode
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def tail(self, lines: int = 15) -> str:
+        with self._cond:
+            return "\n".join(line for _, line in self.err[-lines:])
+
+
+def exporter_cmd(*args: str) -> list[str]:
+    return [PY, "-m", "exporter", *args]
+
+
+def naive_cmd(*args: str) -> list[str]:
+    return [PY, "-m", "tests.bench.naive_baseline", *args]
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def timed(
+    function: Callable[[], Any], repeats: int, *, min_total_s: float = 1.5, max_repeats: int = 25
+) -> tuple[float, float, int]:
+    """Best (wall, cpu) seconds of at least `repeats` calls, repeated until they took
+    `min_total_s` in all (short measurements are the most disturbed by other load).
+    Returns (wall, cpu, calls)."""
+    best_wall, best_cpu = float("inf"), float("inf")
+    calls, spent = 0, 0.0
+    while calls < repeats or (spent < min_total_s and calls < max_repeats):
+        # As timeit does: no cyclic GC while timing. Its passes cost in proportion to
+        # everything else alive in this process (the worlds of earlier scenarios), not
+        # to the code measured, and made json.loads alone vary 2x between runs.
+        gc.collect()
+        gc.disable()
+        try:
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            function()
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        finally:
+            gc.enable()
+        best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
+        calls, spent = calls + 1, spent + wall
+    return best_wall, best_cpu, calls
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]

@@ -1,0 +1,381 @@
+"""Soak: the real daemon for minutes, runs arriving every second, faults coming and going.
+
+`python -m exporter run` polls the emulator (real clock, four demo workflows each
+starting a run about every second, some failing) and exports to a real OTLP/gRPC
+receiver, while the test switches faults on and off in phases:
+
+    clean | API 503s, resets, truncated bodies | API 429 + Retry-After |
+    OTLP receiver down (ports closed) for 10 s | receiver slow (1 s per request) | clean
+
+Every few seconds it samples the daemon from outside: resident memory (VmRSS), open file
+descriptors (/proc/PID/fd) and threads. At the end the faults stop, the schedules run
+out, the daemon drains, and the test checks:
+
+* no loss: every span of every finished run arrived (duplicates are allowed by the
+  at-least-once contract; they are counted and printed);
+* memory: the median RSS of the last minute is within RSS_GROWTH_BOUND_MB of the median
+  of the first minute;
+* fds and threads: the last sample is at most the first minute's highest plus a small
+  slack (nothing leaks per poll, per fault, per reconnect).
+
+SOAK_SECONDS sets the length (default 180). Run with `-s` to see the figures table.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.emulator import Emulator, ManualClock, Scenario
+from exporter.emulator.demo import demo_workflows
+from tests.integration.harness import API_KEY, World
+from tests.support.otlp_receiver import OtlpReceiver
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "180"))
+SAMPLE_EVERY_S = 2.0
+RUN_EVERY_S = 1.0  # per workflow: four workflows, ~4 runs a second in all
+RUN_DURATION_S = (0.5, 2.5)
+DRAIN_TIMEOUT_S = 150.0  # exports back off up to 60 s after failures
+RSS_GROWTH_BOUND_MB = 25.0
+FD_SLACK = 8
+THREAD_SLACK = 4
+WARMUP_S = 5.0
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float  # seconds since the daemon started
+    rss_kb: int
+    fds: int
+    threads: int
+
+
+def sample(pid: int, at: float) -> Sample:
+    status: dict[str, str] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            status[key] = value.strip()
+    return Sample(
+        at=at,
+        rss_kb=int(status["VmRSS"].split()[0]),
+        fds=len(os.listdir(f"/proc/{pid}/fd")),
+        threads=int(status["Threads"]),
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def _control(emulator: Emulator, method: str, path: str, payload: Any = None) -> Any:
+    """The emulator's control API, over HTTP, as a test steering a subprocess would."""
+    body = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(
+        f"{emulator.root_url}/_emulator/{path}",
+        data=body,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@dataclass
+class Phase:
+    name: str
+    start: float
+    end: float
+    enter: Callable[[], None] = lambda: None
+    tick: Callable[[], None] = lambda: None  # called about every second while active
+    leave: Callable[[], None] = lambda: None
+
+
+def phases(duration: float, emulator: Emulator, receiver: OtlpReceiver) -> list[Phase]:
+    """The fault schedule, scaled to `duration` (180 s: the layout in the docstring)."""
+
+    def at(fraction: float) -> float:
+        return duration * fraction
+
+    api_faults = itertools.cycle(
+        [
+            {"action": "status", "status": 503, "kind": "*", "times": 2},
+            {"action": "reset", "kind": "steps", "times": 1},
+            {"action": "status", "status": 502, "body_format": "html", "kind": "list_runs"},
+            {"action": "truncate", "kind": "steps", "times": 1},
+            {"action": "status", "status": 503, "kind": "list_runs", "times": 3},
+        ]
+    )
+    ticks = itertools.count()
+
+    def rate_limit() -> None:
+        if next(ticks) % 4 == 0:  # a 429 every ~4 s, each pausing the client for 2 s
+            rule = {"action": "rate_limit", "retry_after": 2, "times": 1}
+            _control(emulator, "POST", "faults", rule)
+
+    down_for = min(10.0, duration / 18)
+    down_at = at(0.5)
+    return [
+        Phase(
+            "API 5xx/reset/truncate",
+            at(0.22),
+            at(0.36),
+            tick=lambda: _control(emulator, "POST", "faults", next(api_faults)),
+            leave=lambda: _control(emulator, "DELETE", "faults"),
+        ),
+        Phase(
+            "API 429 Retry-After 2s",
+            at(0.36),
+            at(0.48),
+            tick=rate_limit,
+            leave=lambda: _control(emulator, "DELETE", "faults"),
+        ),
+        Phase(
+            "receiver down",
+            down_at,
+            down_at + down_for,
+            enter=receiver.stop,
+            leave=receiver.start,
+        ),
+        Phase(
+            "receiver slow (1 s)",
+            down_at + down_for + 2,
+            at(0.7),
+            enter=lambda: receiver.set_delay(1.0),
+            leave=lambda: receiver.set_delay(0),
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- the world
+
+
+@pytest.fixture
+def soak_world(tmp_path: Path) -> Iterator[World]:
+    scenario = Scenario(demo_workflows(time.time()), clock=time.time, seed=23)
+    runs_each = int(SOAK_SECONDS / RUN_EVERY_S)
+    for index, workflow_id in enumerate(scenario.workflow_ids()):
+        scenario.add_schedule(
+            workflow_id,
+            RUN_EVERY_S,
+            first_at=time.time() + 1.0 + index * 0.25,
+            jitter=0.3,
+            duration=RUN_DURATION_S,
+            failure_rate=0.15,
+            count=runs_each,
+        )
+    emulator = Emulator(scenario, api_key=API_KEY)
+    emulator.start()
+    receiver = OtlpReceiver()
+    try:
+        receiver.start()
+        # The scenario runs on the real clock; World's ManualClock is not used here.
+        yield World(scenario, ManualClock(), emulator, receiver, tmp_path / "ledger.db")
+    finally:
+        receiver.stop()
+        emulator.stop()
+
+
+def expected_keys(world: World) -> set[tuple[str, str]]:
+    """(trace id, step id or "root") of every finished run, from the emulator's own view."""
+    keys: set[tuple[str, str]] = set()
+    for workflow_id in world.scenario.workflow_ids():
+        for run in world.scenario.runs(workflow_id) or []:
+            if run["end_time"] is None:
+                continue
+            trace_id = str(run["id"]).replace("-", "")
+            keys.add((trace_id, "root"))
+            for step in world.scenario.steps(workflow_id, str(run["id"])) or []:
+                keys.add((trace_id, str(step["id"])))
+    return keys
+
+
+def received_keys(world: World) -> list[tuple[str, str]]:
+    return [
+        (s.trace_id, str(s.attributes.get("orchestra.step.id")) if s.parent_span_id else "root")
+        for s in world.receiver.spans()
+    ]
+
+
+def faults_answered(emulator: Emulator) -> dict[str, int]:
+    """HTTP statuses other than 200 the emulator answered (0: connection reset)."""
+    found: dict[str, int] = {}
+    for by_status in emulator.stats()["by_status"].values():
+        for status, count in by_status.items():
+            if str(status) != "200":
+                found[str(status)] = found.get(str(status), 0) + count
+    return found
+
+
+def pending_spans(metrics_url: str) -> float:
+    """orchestra_otel_pending_spans from the daemon's /metrics."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith("orchestra_otel_pending_spans "):
+            return float(line.split()[1])
+    raise AssertionError("orchestra_otel_pending_spans missing from /metrics")
+
+
+def all_runs_over(world: World) -> bool:
+    return all(
+        run["end_time"] is not None
+        for workflow_id in world.scenario.workflow_ids()
+        for run in world.scenario.runs(workflow_id) or []
+    )
+
+
+# --------------------------------------------------------------------------- the test
+
+
+def test_soak_no_loss_no_leaks_under_faults(soak_world: World, tmp_path: Path) -> None:
+    world = soak_world
+    log_path = tmp_path / "daemon.log"
+    metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
+    env = world.env(
+        "grpc",
+        ORCHESTRA_POLL_INTERVAL="0.5",
+        ORCHESTRA_HTTP_ADDR=metrics_url.removeprefix("http://").removesuffix("/metrics"),
+        ORCHESTRA_CAPTURE_CONTENT="true",
+        ORCHESTRA_API_TIMEOUT="5",
+        OTEL_EXPORTER_OTLP_TIMEOUT="5",
+    )
+    schedule = phases(SOAK_SECONDS, world.emulator, world.receiver)
+    samples: list[Sample] = []
+    with open(log_path, "w", encoding="utf-8") as log:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        started = time.monotonic()
+        try:
+            active: set[str] = set()
+            next_sample = next_tick = 0.0
+            while (now := time.monotonic() - started) < SOAK_SECONDS:
+                assert daemon.poll() is None, f"the daemon died: {log_path.read_text()[-3000:]}"
+                for phase in schedule:
+                    inside = phase.start <= now < phase.end
+                    if inside and phase.name not in active:
+                        print(f"[{now:6.1f}s] {phase.name}: on")
+                        phase.enter()
+                        active.add(phase.name)
+                    elif not inside and phase.name in active:
+                        print(f"[{now:6.1f}s] {phase.name}: off")
+                        phase.leave()
+                        active.discard(phase.name)
+                if now >= next_tick:
+                    for phase in schedule:
+                        if phase.name in active:
+                            phase.tick()
+                    next_tick = now + 1.0
+                if now >= next_sample:
+                    samples.append(sample(daemon.pid, now))
+                    next_sample = now + SAMPLE_EVERY_S
+                time.sleep(0.1)
+            for phase in schedule:
+                if phase.name in active:
+                    phase.leave()
+            # Drain: faults off, the schedules have run out; wait for every run to end
+            # and for every span of it to arrive.
+            _control(world.emulator, "DELETE", "faults")
+            world.receiver.set_delay(0)
+            world.receiver.start()
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            while not all_runs_over(world) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            expected = expected_keys(world)
+            while time.monotonic() < deadline:
+                if expected <= set(received_keys(world)):
+                    break
+                assert daemon.poll() is None, f"the daemon died: {log_path.read_text()[-3000:]}"
+                time.sleep(0.5)
+            drained = time.monotonic() - started
+            time.sleep(2 * 0.5 + 1)  # a poll or two more: nothing new may come
+            samples.append(sample(daemon.pid, time.monotonic() - started))
+            pending = pending_spans(metrics_url)
+        finally:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+                try:
+                    daemon.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
+                    daemon.wait()
+    log_text = log_path.read_text(encoding="utf-8")
+
+    received = received_keys(world)
+    unique = set(received)
+    missing = expected - unique
+    duplicates = len(received) - len(unique)
+    window = min(60.0, SOAK_SECONDS / 3)
+    steady = [s for s in samples if s.at >= WARMUP_S]  # after imports and the first poll
+    first = [s for s in steady if s.at <= window]
+    last = [s for s in samples if SOAK_SECONDS - window <= s.at <= SOAK_SECONDS]
+    rss_first = statistics.median(s.rss_kb for s in first) / 1024
+    rss_last = statistics.median(s.rss_kb for s in last) / 1024
+    figures = {
+        "soak seconds": f"{SOAK_SECONDS:.0f} (drained at {drained:.0f}s)",
+        "runs finished": str(sum(1 for _, step in expected if step == "root")),
+        "spans expected": str(len(expected)),
+        "spans received": f"{len(received)} ({len(unique & expected)} of the expected)",
+        "spans missing": str(len(missing)),
+        "duplicates": str(duplicates),
+        "RSS MB first/last median": f"{rss_first:.1f} / {rss_last:.1f}",
+        "RSS MB min/max": f"{min(s.rss_kb for s in steady) / 1024:.1f} / "
+        f"{max(s.rss_kb for s in steady) / 1024:.1f}",
+        "fds first-minute max / end": f"{max(s.fds for s in first)} / {samples[-1].fds}",
+        "threads first-minute max / end": (
+            f"{max(s.threads for s in first)} / {samples[-1].threads}"
+        ),
+        "RSS MB by 30 s (median)": " ".join(
+            f"{statistics.median(s.rss_kb for s in steady if b <= s.at < b + 30) / 1024:.1f}"
+            for b in range(int(WARMUP_S), int(SOAK_SECONDS), 30)
+            if any(b <= s.at < b + 30 for s in steady)
+        ),
+        "samples": str(len(samples)),
+        "pending spans at the end (/metrics)": str(pending),
+        "API requests (emulator)": json.dumps(world.emulator.stats()["by_kind"]),
+        "API answers not 200": json.dumps(faults_answered(world.emulator)),
+        "OTLP attempts / accepted": (
+            f"{world.receiver.attempt_count()} / {world.receiver.request_count()}"
+        ),
+        "daemon exit code": str(daemon.returncode),
+        "log warnings / tracebacks": f"{log_text.count(' WARNING ')} / "
+        f"{log_text.count('Traceback')}",
+    }
+    width = max(len(k) for k in figures)
+    print("\nsoak figures\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in figures.items()))
+
+    assert not missing, f"{len(missing)} spans never arrived, e.g. {sorted(missing)[:5]}"
+    assert pending == 0, "spans still wait in the spool after the drain"
+    assert rss_last - rss_first < RSS_GROWTH_BOUND_MB, "resident memory keeps growing"
+    assert samples[-1].fds <= max(s.fds for s in first) + FD_SLACK, "file descriptors leak"
+    assert samples[-1].threads <= max(s.threads for s in first) + THREAD_SLACK, "threads leak"
+    assert daemon.returncode == 0, log_text[-3000:]
+    assert "failed unexpectedly" not in log_text, log_text[-3000:]
