@@ -246,17 +246,20 @@ class Poller:
         while True:
             page = await self.client.list_runs(workflow_id, limit=MAX_PAGE_SIZE, offset=offset)
             states = self.ledger.run_states(workflow_id, [run.id for run in page])
-            unseen = 0
+            oldest_unseen = False
             for run in page:
                 state = states.get(run.id)
+                oldest_unseen = False
                 if state is not None and state.done:
                     continue
                 if state is None:
                     if _ended_before(run, since_ns):
                         continue
-                    unseen += 1
+                    oldest_unseen = True
                 due.setdefault(run.id, run)
-            if len(page) < MAX_PAGE_SIZE or unseen == 0:
+            # Newest first: the next page can hold unseen runs only if this page's oldest
+            # run is unseen too (the runs before it were seen in earlier polls).
+            if len(page) < MAX_PAGE_SIZE or not oldest_unseen:
                 break
             offset += len(page)
         self.ledger.track_runs(workflow_id, [(r.id, r.status) for r in due.values()], now_ns)

@@ -9,7 +9,7 @@ are the exporting process's, as a re-export from a new process may differ only t
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -87,10 +87,5 @@ def decode_span(text: str, resource: Resource, scope: InstrumentationScope) -> R
 def _attributes(raw: object) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         return {}
-    # JSON turns tuples into lists; attribute sequences are lists on both sides anyway.
-    return {
-        str(key): list(value)
-        if isinstance(value, Sequence) and not isinstance(value, str)
-        else value
-        for key, value in raw.items()
-    }
+    # JSON gives lists for attribute sequences, which the SDK takes as they are.
+    return {str(key): value for key, value in raw.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from functools import lru_cache
 
 from opentelemetry.trace import SpanContext, TraceFlags
 
@@ -25,6 +26,7 @@ def trace_id_for_run(run_id: str) -> int:
     return value or _digest_int(run_id.encode("utf-8", "surrogatepass"), 16)
 
 
+@lru_cache(maxsize=4096)  # asked once per step of the run, for the parent
 def root_span_id(run_id: str) -> int:
     return _digest_int(_ROOT_PREFIX + run_id.encode("utf-8", "surrogatepass"), 8)
 
