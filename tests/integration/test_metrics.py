@@ -206,3 +206,42 @@ def test_readyz_turns_unready_when_api_or_backend_is_down(world: World) -> None:
     assert code == 0, stderr
     with sqlite3.connect(world.state_path) as db:
         assert db.execute("SELECT count(*) FROM spool").fetchone()[0] == 0
+
+
+def test_the_reference_list_of_the_rules_and_dashboard_matches_a_real_scrape(
+    world: World,
+) -> None:
+    """deploy/ (alert rules, dashboard) may only use tests/deploy/metric_names.py; that list
+    must be exactly what the daemon really serves, names and labels."""
+    from tests.deploy.metric_names import METRICS, family_of
+
+    port = free_port()
+    daemon = start(world, port)
+    try:
+        wait_until(lambda: world.receiver.span_count() >= world.expected_span_count(), 20, "export")
+        text = scrape(port, accept="text/plain")
+    finally:
+        stop_daemon(daemon)
+    served: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        # Families with no sample yet (e.g. no export failed) still declare their type.
+        declared = re.match(r"^# TYPE (\S+) (counter|gauge|histogram)$", line)
+        if declared:
+            name = declared[1]
+            if declared[2] == "counter" and not name.endswith("_total"):
+                name += "_total"
+            family = family_of(name)
+            assert family is not None, f"served but not in the reference list: {name}"
+            served.setdefault(family.name, set())
+            continue
+        match = SAMPLE.match(line)
+        if match is None:
+            continue
+        family = family_of(match["name"])
+        assert family is not None, f"served but not in the reference list: {match['name']}"
+        served.setdefault(family.name, set()).update(
+            name for name, _ in LABEL.findall(match["labels"] or "") if name != "le"
+        )
+    assert set(served) == set(METRICS), "reference list and scrape differ"
+    for name, labels in served.items():
+        assert labels <= METRICS[name].labels, f"{name}: labels {labels - METRICS[name].labels}"
