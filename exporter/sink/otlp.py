@@ -10,10 +10,11 @@ BatchSpanProcessor ignores failures and drops spans when its queue is full.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -40,22 +41,30 @@ def otlp_endpoint(environ: Mapping[str, str]) -> str | None:
     )
 
 
+_PACKAGES: Final = {
+    "grpc": "opentelemetry.exporter.otlp.proto.grpc",
+    "http/protobuf": "opentelemetry.exporter.otlp.proto.http",
+}
+
+
+def otlp_exporter(protocol: str, signal: str, class_name: str) -> Any:
+    """The SDK's OTLP exporter of a signal for the protocol, configured by OTEL_* itself.
+
+    Imported on demand: grpc is heavy to load, and only one protocol is ever used.
+    """
+    package = _PACKAGES.get(protocol)
+    if package is None:
+        raise ConfigError(
+            [
+                f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported; use grpc or http/protobuf"
+            ]
+        )
+    return getattr(importlib.import_module(f"{package}.{signal}"), class_name)()
+
+
 def build_span_exporter(protocol: str) -> SpanExporter:
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcExporter,
-        )
-
-        return GrpcExporter()
-    if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpExporter,
-        )
-
-        return HttpExporter()
-    raise ConfigError(
-        [f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported; use grpc or http/protobuf"]
-    )
+    exporter: SpanExporter = otlp_exporter(protocol, "trace_exporter", "OTLPSpanExporter")
+    return exporter
 
 
 class OtlpSink:

@@ -19,9 +19,9 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, set_span_in_context
 
-from exporter.errors import ConfigError
 from exporter.mapping.attributes import SCOPE_NAME
 from exporter.mapping.ids import span_context
+from exporter.sink.otlp import otlp_exporter
 from exporter.telemetry import HealthState
 from exporter.workflow_metrics import DEFINITIONS, MetricBook, MetricDef, Sample
 
@@ -44,19 +44,8 @@ ATTRIBUTE_NAMES: Final = {
 
 
 def build_metric_exporter(protocol: str) -> MetricExporter:
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-            OTLPMetricExporter as GrpcMetricExporter,
-        )
-
-        return GrpcMetricExporter()
-    if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-            OTLPMetricExporter as HttpMetricExporter,
-        )
-
-        return HttpMetricExporter()
-    raise ConfigError([f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported"])
+    exporter: MetricExporter = otlp_exporter(protocol, "metric_exporter", "OTLPMetricExporter")
+    return exporter
 
 
 class OtlpMetrics:
