@@ -54,11 +54,9 @@ def otlp_exporter(protocol: str, signal: str, class_name: str) -> Any:
     """
     package = _PACKAGES.get(protocol)
     if package is None:
-        raise ConfigError(
-            [
-                f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported; use grpc or http/protobuf"
-            ]
-        )
+        allowed = " or ".join(_PACKAGES)
+        problem = f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported; use {allowed}"
+        raise ConfigError([problem])
     return getattr(importlib.import_module(f"{package}.{signal}"), class_name)()
 
 
