@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -20,15 +20,33 @@ class TreeSink:
 
     name = "console"
 
+    MAX_REMEMBERED_TRACES = 1000
+
     def __init__(self, stream: TextIO | None = None, *, color: bool | None = None) -> None:
         self._stream = stream or sys.stdout
         self._color = self._stream.isatty() if color is None else color
+        # Steps shown while their run was in flight, so the finished run's tree is whole.
+        self._earlier: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
-        for lines in render_traces(spans, color=self._color):
+        for lines in render_traces(self._with_earlier_steps(spans), color=self._color):
             self._stream.write("\n".join(lines) + "\n\n")
         self._stream.flush()
         return True
+
+    def _with_earlier_steps(self, spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
+        finished = {s.context.trace_id for s in spans if s.parent is None and s.context}
+        shown = list(spans)
+        for span in spans:
+            trace_id = span.context.trace_id if span.context else 0
+            if trace_id not in finished:
+                self._earlier.setdefault(trace_id, []).append(span)
+                self._earlier.move_to_end(trace_id)
+        for trace_id in finished:
+            shown.extend(self._earlier.pop(trace_id, []))
+        while len(self._earlier) > self.MAX_REMEMBERED_TRACES:
+            self._earlier.popitem(last=False)
+        return shown
 
     def shutdown(self) -> None:
         self._stream.flush()

@@ -1,0 +1,44 @@
+"""The demo's trace trees: a finished run is shown whole, steps sent earlier included."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from exporter.mapping.graph import graph_from_api
+from exporter.mapping.spans import MappingOptions, WorkflowInfo, map_run
+from exporter.sink.console import TreeSink
+from exporter.source.models import Run, Step, Workflow, parse_records
+
+SHARED = Path(__file__).resolve().parents[1] / "shared" / "fixtures"
+
+
+def seed_spans() -> tuple[list[object], object]:
+    workflows, _ = parse_records(json.loads((SHARED / "workflows.json").read_text()), Workflow)
+    joke = next(wf for wf in workflows if wf.name == "joke-to-slack")
+    steps, _ = parse_records(json.loads((SHARED / "steps-model-slack.json").read_text()), Step)
+    run = Run.model_validate(json.loads((SHARED / "runs-list.json").read_text())[0])
+    mapped = map_run(
+        WorkflowInfo(joke.workflow_id, joke.name, graph_from_api(joke.graph)),
+        run,
+        steps,
+        MappingOptions(),
+    )
+    return [mapped.steps[steps[0].id]], [mapped.steps[steps[1].id], mapped.root]
+
+
+def test_a_finished_run_is_printed_whole() -> None:
+    earlier, later = seed_spans()
+    out = io.StringIO()
+    sink = TreeSink(out, color=False)
+    sink.export(earlier)  # type: ignore[arg-type]
+    first = out.getvalue()
+    assert "still in flight" in first and "model" in first
+    sink.export(later)  # type: ignore[arg-type]
+    last_tree = out.getvalue()[len(first) :]
+    lines = [line.strip() for line in last_tree.strip().splitlines()]
+    assert lines[0] == "trace 5b69669f975a49afa33a61ff9ae5a20f"
+    assert lines[1].startswith("joke-to-slack  4.18s at +0ms  ok")
+    assert lines[2].startswith("model  2.24s at +123ms  ok  [model, virtuoso-medium, tokens 36/48]")
+    assert lines[3].startswith("slack_integration  1.78s at +2.38s  ok  [integration,")
