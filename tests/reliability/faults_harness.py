@@ -90,7 +90,9 @@ def describe(items: Iterable[Arrival], since: float | None = None) -> str:
     )
 
 
-def control(emulator: Emulator, method: str, path: str, body: Any = None) -> Any:
+def control(
+    emulator: Emulator, method: str, path: str, body: Any = None, *, timeout: float = 5
+) -> Any:
     """Call the emulator's control API over HTTP, like an operator's script would."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
@@ -99,7 +101,7 @@ def control(emulator: Emulator, method: str, path: str, body: Any = None) -> Any
         method=method,
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read() or b"null")
 
 

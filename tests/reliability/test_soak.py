@@ -43,6 +43,7 @@ import pytest
 from exporter.emulator import Emulator, ManualClock, Scenario
 from exporter.emulator.demo import demo_workflows
 from tests.integration.harness import API_KEY, World
+from tests.reliability.faults_harness import control
 from tests.support.otlp_receiver import OtlpReceiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -94,15 +95,7 @@ def free_port() -> int:
 
 def _control(emulator: Emulator, method: str, path: str, payload: Any = None) -> Any:
     """The emulator's control API, over HTTP, as a test steering a subprocess would."""
-    body = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(
-        f"{emulator.root_url}/_emulator/{path}",
-        data=body,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+    return control(emulator, method, path, payload, timeout=10)
 
 
 @dataclass
