@@ -1,6 +1,6 @@
 """Run + steps (+ workflow graph) -> OpenTelemetry spans. Pure: no I/O, no clock.
 
-The shape is the trace contract of DESIGN.md section 3: one trace per run, a root
+The shape is the trace contract of docs/design.md ("Trace shape"): one trace per run, a root
 span covering its steps, one child span per step, deterministic ids, and times taken
 from the records (never from ``elapsed_time``, which is truncated to whole seconds).
 Spans are the SDK's `ReadableSpan`, which the OTLP exporters encode as they are.
@@ -20,18 +20,12 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from exporter.errors import MappingError
 from exporter.mapping import attributes as attr
-from exporter.mapping.content import as_text, truncate
+from exporter.mapping.content import truncate
 from exporter.mapping.failure import Failure, run_failure, step_failure
-from exporter.mapping.genai import (
-    Attributes,
-    integration_attributes,
-    integration_content,
-    model_attributes,
-    model_content,
-    openinference_mirror,
-)
+from exporter.mapping.genai import Attributes, openinference_mirror
 from exporter.mapping.graph import EMPTY_GRAPH, WorkflowGraph
 from exporter.mapping.ids import root_span_id, span_context, step_span_id, trace_id_for_run
+from exporter.mapping.nodes import generic_content, infer_node_type, node_kind
 from exporter.mapping.status import run_is_terminal, step_is_terminal
 from exporter.mapping.timeparse import parse_optional_timestamp_ns
 from exporter.source.models import Run, Step
@@ -43,6 +37,7 @@ MAX_LINKS = 64
 MAX_LIST_ITEMS = 32
 MAX_NAME_LENGTH = 256
 _ID_ATTRIBUTES = frozenset({attr.WORKFLOW_ID, attr.RUN_ID, attr.STEP_ID, attr.NODE_ID})
+RUN_CONTENT = generic_content(attr.RUN_INPUT, attr.RUN_OUTPUT)
 
 
 @dataclass(frozen=True)
@@ -194,18 +189,6 @@ def _view_step(
     return _StepView(step, node_id, window[0], window[1], node_type, failure)
 
 
-def infer_node_type(inputs: Mapping[str, object], outputs: Mapping[str, object]) -> str:
-    """DESIGN.md: model, integration, code or unknown, from what the record carries."""
-    if outputs.get("object") == "chat.completion" or ("model" in inputs and "messages" in inputs):
-        return attr.NODE_TYPE_MODEL
-    if "app_name" in inputs:
-        return attr.NODE_TYPE_INTEGRATION
-    data = outputs.get("data")
-    if isinstance(data, Mapping) and "sandbox_id" in data:
-        return attr.NODE_TYPE_CODE
-    return attr.NODE_TYPE_UNKNOWN
-
-
 def _step_span(
     view: _StepView,
     index: _StepIndex,
@@ -225,7 +208,6 @@ def _step_span(
     attributes.update(_semantic_attributes(view, options))
     if view.failure is not None:
         attributes[attr.ERROR_TYPE] = view.failure.error_type
-    is_model = view.node_type == attr.NODE_TYPE_MODEL
     return ReadableSpan(
         name=truncate(view.node_id or "step", MAX_NAME_LENGTH),
         context=span_context(trace_id, step_span_id(step.id)),
@@ -234,7 +216,7 @@ def _step_span(
         attributes=_bounded(attributes, options.content_max_length),
         events=_exception_events(view.failure, view.end_ns, options),
         links=_upstream_links(view, index, workflow.graph, trace_id),
-        kind=SpanKind.CLIENT if is_model else SpanKind.INTERNAL,
+        kind=node_kind(view.node_type, _as_mapping(step.inputs)).span_kind,
         status=_status(view.failure, options),
         start_time=view.start_ns,
         end_time=view.end_ns,
@@ -243,27 +225,15 @@ def _step_span(
 
 
 def _semantic_attributes(view: _StepView, options: MappingOptions) -> Attributes:
-    inputs, outputs = _as_mapping(view.step.inputs), _as_mapping(view.step.outputs)
-    found: Attributes = {}
+    inputs = _as_mapping(view.step.inputs)
+    kind = node_kind(view.node_type, inputs)
+    found = kind.attributes(inputs, _as_mapping(view.step.outputs))
     content: Attributes = {}
-    if view.node_type == attr.NODE_TYPE_MODEL:
-        found = model_attributes(inputs, outputs)
-        if options.capture_content:
-            content = model_content(inputs, outputs)
-    elif view.node_type == attr.NODE_TYPE_INTEGRATION or "app_name" in inputs:
-        found = integration_attributes(inputs)
-        if options.capture_content:
-            content = integration_content(inputs, view.step.outputs)
-    elif options.capture_content:
-        content = _generic_content(
-            attr.STEP_INPUT, view.step.inputs, attr.STEP_OUTPUT, view.step.outputs
-        )
-    if options.openinference:
-        mirrored = openinference_mirror(found, content, root=False)
-        found.update(content)
-        found.update(mirrored)
-    else:
-        found.update(content)
+    if options.capture_content:
+        content = kind.content(view.step.inputs, view.step.outputs)
+    mirrored = openinference_mirror(found, content, root=False) if options.openinference else {}
+    found.update(content)
+    found.update(mirrored)
     return found
 
 
@@ -348,7 +318,7 @@ def _root_span(
         attributes[attr.ERROR_TYPE] = failure.error_type
     content: Attributes = {}
     if options.capture_content:
-        content = _generic_content(attr.RUN_INPUT, run.inputs, attr.RUN_OUTPUT, run.outputs)
+        content = RUN_CONTENT(run.inputs, run.outputs)
         attributes.update(content)
     if options.openinference:
         attributes.update(openinference_mirror(attributes, content, root=True))
@@ -412,17 +382,6 @@ def _status(failure: Failure | None, options: MappingOptions) -> Status:
     if failure is None:
         return Status(StatusCode.UNSET)
     return Status(StatusCode.ERROR, truncate(failure.message, options.content_max_length))
-
-
-def _generic_content(
-    input_name: str, inputs: object, output_name: str, outputs: object
-) -> Attributes:
-    found: Attributes = {}
-    if inputs is not None:
-        found[input_name] = as_text(inputs)
-    if outputs is not None:
-        found[output_name] = as_text(outputs)
-    return found
 
 
 def _bounded(attributes: Attributes, max_length: int) -> Attributes:
