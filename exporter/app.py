@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -13,7 +13,8 @@ from exporter.config import Settings
 from exporter.errors import ApiAuthError
 from exporter.mapping.attributes import SCOPE_NAME
 from exporter.mapping.spans import MappingOptions
-from exporter.poller import Poller, PollResult, PollSettings
+from exporter.poller import Poller, PollSettings
+from exporter.results import PollResult
 from exporter.sink.base import SpanSink
 from exporter.sink.otlp_metrics import OtlpMetrics, build_metric_exporter
 from exporter.source.client import OrchestraClient
@@ -50,24 +51,30 @@ def mapping_options(settings: Settings) -> MappingOptions:
 
 @dataclass
 class Runtime:
+    """Everything one command needs, opened from the settings by `open_runtime`.
+
+    Owns the client, the ledger, the sink and the poll cycle, and closes them in that
+    order's reverse. Used by every command that talks to the API; `poll_and_log` is the
+    scheduler's poll job.
+    """
+
     settings: Settings
     client: OrchestraClient
     ledger: Ledger
     sink: SpanSink
     poller: Poller
     _api_key: str = ""
-    _auth_failing_logged: bool = False
+    _auth: Condition = field(default_factory=lambda: Condition("auth"))
+    _ledger_condition: Condition = field(default_factory=lambda: Condition("ledger"))
+    _last_errors: frozenset[str] = frozenset()
 
     @property
     def telemetry(self) -> Telemetry:
         return self.poller.telemetry
 
-    def _set_auth_failing(self, failing: bool) -> None:
-        self.telemetry.state.auth_failing = failing
-        self.telemetry.api_auth_failing.set(int(failing))
-
     async def close(self) -> None:
         await self.client.aclose()
+        self.poller.close()
         self.sink.shutdown()
         if self.telemetry.otlp is not None:
             self.telemetry.otlp.shutdown()  # a last push of the metrics
@@ -96,34 +103,58 @@ class Runtime:
 
     async def discover(self) -> None:
         try:
-            await self.poller.discover()
-        except ApiAuthError as exc:
-            self._log_auth(exc)
+            await self.poller.workflows.refresh()
+        except ApiAuthError:
+            self._auth_changed(failing=True)
 
     def _log_result(self, result: PollResult) -> None:
         if result.auth_failed:
-            self._log_auth(None)
-        elif self._auth_failing_logged and not result.api_failed:
-            self._auth_failing_logged = False
-            self._set_auth_failing(False)
-            log.warning("the API accepts the key again; polling resumed")
+            self._auth_changed(failing=True)
+        elif not result.api_failed:
+            self._auth_changed(failing=False)
+        self._ledger_condition.update(
+            result.ledger_failed,
+            started="the state file cannot be used; polling goes on and nothing is lost, "
+            "but nothing is exported until it works again (see docs/design.md, Recovery)",
+            ended="the state file works again",
+        )
         level = logging.WARNING if result.errors else logging.INFO
         log.log(level, result.summary())
+        errors = frozenset(result.errors)
+        # Said when they appear: the same failure poll after poll is one line, not one a poll.
         for error in dict.fromkeys(result.errors):
-            log.log(level, "  %s", error)
+            if error not in self._last_errors:
+                log.log(level, "  %s", error)
+        self._last_errors = errors
 
-    def _log_auth(self, exc: ApiAuthError | None) -> None:
-        """Said once per outage: the key is wrong until someone fixes it."""
-        self._set_auth_failing(True)
-        if self._auth_failing_logged:
-            return
-        self._auth_failing_logged = True
-        log.error(
-            "the Orchestra API rejected the API key%s; check ORCHESTRA_API_KEY or "
-            "ORCHESTRA_API_KEY_FILE. The daemon keeps polling and recovers by itself "
-            "once the key works.",
-            f" ({exc})" if exc else "",
+    def _auth_changed(self, *, failing: bool) -> None:
+        self.telemetry.state.auth_failing = failing
+        self.telemetry.api_auth_failing.set(int(failing))
+        self._auth.update(
+            failing,
+            started="the Orchestra API rejected the API key; check ORCHESTRA_API_KEY or "
+            "ORCHESTRA_API_KEY_FILE. The daemon keeps polling and recovers by itself once "
+            "the key works.",
+            ended="the API accepts the key again; polling resumed",
+            level=logging.ERROR,
         )
+
+
+@dataclass
+class Condition:
+    """A persistent condition, logged when it starts and when it ends, not at every poll."""
+
+    name: str
+    active: bool = False
+
+    def update(
+        self, active: bool, *, started: str, ended: str, level: int = logging.WARNING
+    ) -> None:
+        if active and not self.active:
+            log.log(level, "%s", started)
+        elif self.active and not active:
+            log.warning("%s", ended)
+        self.active = active
 
 
 def open_runtime(
@@ -163,5 +194,5 @@ def open_runtime(
         ),
         telemetry=telemetry,
     )
-    client.on_rejected = poller.report_rejected
+    client.on_rejected = poller.reporter.rejected
     return Runtime(settings, client, ledger, sink, poller, _api_key=api_key)

@@ -13,17 +13,22 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TextIO
 
+from exporter.collect import settle_all
+from exporter.delivery import Delivery
 from exporter.errors import ConfigError, MappingError
 from exporter.mapping.spans import WorkflowInfo
 from exporter.mapping.status import run_is_terminal
-from exporter.mapping.timeparse import parse_optional_timestamp_ns, parse_timestamp_ns
-from exporter.poller import Poller, PollResult
-from exporter.source.client import MAX_PAGE_SIZE
+from exporter.mapping.timeparse import lenient_timestamp_ns, parse_timestamp_ns
+from exporter.poller import Poller
+from exporter.results import PollResult
+from exporter.source.history import BACKFILL_MAX_PAGES, HistoryPaginator
 from exporter.source.models import Run
+from exporter.state import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +62,8 @@ class Window:
     workflows: tuple[str, ...] = ()  # empty: every workflow the poller owns
 
     def holds(self, run: Run) -> bool:
-        try:
-            start = parse_optional_timestamp_ns(run.start_time)
-            end = parse_optional_timestamp_ns(run.end_time)
-        except MappingError:
-            return False
-        moment = start if start is not None else end
+        start = lenient_timestamp_ns(run.start_time)
+        moment = start if start is not None else lenient_timestamp_ns(run.end_time)
         return moment is not None and self.since_ns <= moment <= self.until_ns
 
 
@@ -105,86 +106,81 @@ class Progress:
 
 
 async def backfill(poller: Poller, window: Window, progress: Progress) -> PollResult:
+    """Export the finished runs of the window that the ledger has not captured yet."""
     result = PollResult()
     before = poller.client.stats.total_requests
-    if not poller.discovered:
-        await poller.discover()
-    infos = [
-        poller.workflows.get(wid) or WorkflowInfo(wid)
-        for wid in (window.workflows or tuple(poller.workflows))
-    ]
+    workflows, collector, delivery = poller.workflows, poller.collector, poller.delivery
+    if not workflows.discovered:
+        await workflows.refresh()
+    infos = [workflows.info(wid) for wid in (window.workflows or tuple(workflows.workflows))]
     result.workflows = len(infos)
+    paginator = poller.history_paginator(BACKFILL_MAX_PAGES)
     queue: list[tuple[WorkflowInfo, Run]] = []
     for info in infos:
-        queue.extend((info, run) for run in await _runs_in_window(poller, info, window, progress))
+        found = await _runs_in_window(paginator, poller.ledger, info, window, progress)
+        queue.extend((info, run) for run in found)
     progress.show()
     flushing: asyncio.Task[None] | None = None
     for start in range(0, len(queue), CHUNK_RUNS):
         chunk = queue[start : start + CHUNK_RUNS]
-        captures = await asyncio.gather(*(poller.collect_due(i, r, result) for i, r in chunk))
+        captures = await settle_all([collector.collect_run(i, r, result) for i, r in chunk], result)
         if flushing is not None:
             await flushing  # one export under way at a time; the spool keeps the rest
-        poller.capture([c for c in captures if c is not None], result)
+        delivery.capture([c for c in captures if c is not None], result)
         progress.runs_done += len(chunk)
-        flushing = asyncio.create_task(_flush(poller, result, progress))
+        flushing = asyncio.create_task(_flush(delivery, result, progress))
     if flushing is not None:
         await flushing
-    await _flush(poller, result, progress)
+    await _flush(delivery, result, progress)
     progress.show(final=True)
     result.runs_seen = progress.runs_found
     result.requests = poller.client.stats.total_requests - before
     return result
 
 
-async def _flush(poller: Poller, result: PollResult, progress: Progress) -> None:
+async def _flush(delivery: Delivery, result: PollResult, progress: Progress) -> None:
     before = result.spans_exported
-    await poller.flush(result, force=True)
+    await delivery.flush(result, force=True)
     progress.spans_done += result.spans_exported - before
     progress.show()
 
 
 async def _runs_in_window(
-    poller: Poller, info: WorkflowInfo, window: Window, progress: Progress
+    paginator: HistoryPaginator,
+    ledger: Ledger,
+    info: WorkflowInfo,
+    window: Window,
+    progress: Progress,
 ) -> list[Run]:
     """Finished runs of the window not yet captured, paging the history while it lasts."""
-    found: dict[str, Run] = {}
-    offset = 0
-    while True:
-        page = await poller.client.list_runs(info.workflow_id, limit=MAX_PAGE_SIZE, offset=offset)
-        states = poller.ledger.run_states(info.workflow_id, [run.id for run in page])
-        for run in page:
-            if run.id in found or not window.holds(run) or not _finished(run):
-                continue
-            progress.runs_found += 1
-            state = states.get(run.id)
-            if state is not None and state.done:
-                progress.runs_skipped += 1
-                progress.runs_done += 1
-                continue
-            found[run.id] = run
-        if len(page) < MAX_PAGE_SIZE or _all_older(page, window.since_ns):
-            return list(found.values())
-        offset += len(page)
+    found: list[Run] = []
+    async with aclosing(paginator.pages(info.workflow_id)) as pages:
+        async for page in pages:
+            states = ledger.run_states(info.workflow_id, [run.id for run in page])
+            for run in page:
+                if not window.holds(run) or not _finished(run):
+                    continue
+                progress.runs_found += 1
+                state = states.get(run.id)
+                if state is not None and state.done:
+                    progress.runs_skipped += 1
+                    progress.runs_done += 1
+                    continue
+                found.append(run)
+            if _all_older(page, window.since_ns):
+                break
+    return found
 
 
 def _finished(run: Run) -> bool:
-    try:
-        end = parse_optional_timestamp_ns(run.end_time)
-    except MappingError:
-        end = None
-    return run_is_terminal(run.status, has_end_time=end is not None)
+    has_end = lenient_timestamp_ns(run.end_time) is not None
+    return run_is_terminal(run.status, has_end_time=has_end)
 
 
 def _all_older(page: Sequence[Run], since_ns: int) -> bool:
     """History is newest first: once a whole page started before the window, stop."""
-    for run in page:
-        try:
-            start = parse_optional_timestamp_ns(run.start_time)
-        except MappingError:
-            return False
-        if start is None or start >= since_ns:
-            return False
-    return True
+    starts = [lenient_timestamp_ns(run.start_time) for run in page]
+    return all(start is not None and start < since_ns for start in starts)
 
 
 def describe_window(window: Window) -> str:

@@ -1,10 +1,9 @@
-"""The `orchestra-otel` command line (DESIGN.md section 2)."""
+"""The `orchestra-otel` command line (docs/design.md, "Commands")."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import logging
 import os
@@ -25,13 +24,13 @@ from exporter.httpserver import HttpServer
 from exporter.logs import configure_logging
 from exporter.mapping.graph import graph_from_api
 from exporter.mapping.spans import WorkflowInfo, map_run
-from exporter.mapping.timeparse import parse_optional_timestamp_ns
-from exporter.poller import PollResult
+from exporter.mapping.timeparse import lenient_timestamp_ns
+from exporter.results import PollResult
 from exporter.scheduler import Daemon
-from exporter.sink.base import SpanSink, TeeSink
-from exporter.sink.console import OtlpJsonSink, TreeSink
+from exporter.sink.base import SpanSink
 from exporter.sink.encoding import to_otlp_json
-from exporter.sink.otlp import OtlpSink
+from exporter.sink.factory import build_sink
+from exporter.sink.otlp import probe_endpoint
 from exporter.source.models import Run, Step, Workflow, parse_records, replace_lone_surrogates
 
 log = logging.getLogger("orchestra-otel")
@@ -157,32 +156,24 @@ def _secrets(settings: Settings) -> list[str]:
     return [key] if key else []
 
 
-def _otlp_sink(settings: Settings) -> SpanSink:
-    if not settings.otlp_enabled:
-        log.info(
-            "OTEL_EXPORTER_OTLP_ENDPOINT is not set: sending to the SDK default endpoint "
-            "(localhost:4317 for grpc, localhost:4318 for http/protobuf)"
-        )
-    return OtlpSink(settings.otlp_protocol)
-
-
 # --- commands ----------------------------------------------------------------------------
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    return asyncio.run(_daemon(settings, _otlp_sink(settings), settings.api_key_value() or ""))
+    sink = build_sink(settings, "export")
+    return asyncio.run(_daemon(settings, sink, settings.api_key_value() or ""))
 
 
 def _cmd_once(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    sink = _otlp_sink(settings)
+    sink = build_sink(settings, "export")
     return asyncio.run(_once(settings, sink, settings.api_key_value() or ""))
 
 
 def _cmd_export_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    sink = _otlp_sink(settings)
+    sink = build_sink(settings, "export")
 
     async def run() -> int:
         runtime = open_runtime(settings, sink, settings.api_key_value() or "")
@@ -308,10 +299,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             config_path=args.config, environ=env, flags=flags, require_api_key=False
         )
         configure_logging(settings.log_level, settings.log_format, [])
-        tree = TreeSink()
-        sink: SpanSink = (
-            TeeSink(OtlpSink(settings.otlp_protocol), tree) if settings.otlp_enabled else tree
-        )
+        sink = build_sink(settings, "demo")
         where = "printed below as trees (set OTEL_EXPORTER_OTLP_ENDPOINT to send them on)"
         if settings.otlp_enabled:
             where = f"sent to {settings.otlp_endpoint} ({settings.otlp_protocol}) and printed below"
@@ -342,7 +330,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     )
     if window.since_ns > window.until_ns:
         raise ConfigError(["--since: must be before --until"])
-    sink = _otlp_sink(settings)
+    sink = build_sink(settings, "export")
 
     async def run() -> int:
         runtime = open_runtime(settings, sink, settings.api_key_value() or "")
@@ -367,17 +355,16 @@ async def _check(settings: Settings) -> int:
     code = EXIT_OK
     runtime: Runtime | None = None
     try:
-        # `check` exports nothing: its runtime gets a sink that writes nowhere.
         runtime = open_runtime(
             settings,
-            OtlpJsonSink(io.StringIO()),
+            build_sink(settings, "check"),
             settings.api_key_value() or "",
             push_metrics=False,
         )
         print(f"state file: ok ({settings.state_path}: {runtime.ledger.counts()})")
         try:
-            await runtime.poller.discover()
-            names = [info.display_name for info in runtime.poller.workflows.values()]
+            await runtime.poller.workflows.refresh()
+            names = [info.display_name for info in runtime.poller.workflows.workflows.values()]
             shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
             print(f"Orchestra API: ok, key accepted; {len(names)} workflows to export: {shown}")
         except ApiAuthError as exc:
@@ -417,12 +404,7 @@ def _check_otlp(settings: Settings) -> tuple[bool, str]:
             pass
     except OSError as exc:
         return False, f"cannot connect to {where} ({exc.strerror or exc})"
-    sink = OtlpSink(settings.otlp_protocol)
-    try:
-        accepted = sink.export_probe()
-    finally:
-        sink.shutdown()
-    if not accepted:
+    if not probe_endpoint(settings.otlp_protocol):
         return False, f"{where} accepts connections but refused an empty export request"
     return True, f"{where} accepted an export request"
 
@@ -470,7 +452,7 @@ def _convert_run(args: argparse.Namespace, steps: list[Step]) -> Run:
     if run_id is None:
         raise ConfigError(["--run-id: required (the steps carry no inputs.run_id)"])
     # Without the run record the run counts as ended when its last step did.
-    ends = [t for t in (_end_ns(step) for step in steps) if t is not None]
+    ends = [t for t in (lenient_timestamp_ns(step.end_time) for step in steps) if t is not None]
     end = max(ends) if ends else None
     return Run(id=run_id, end_time=_iso(end) if end is not None else None)
 
@@ -480,13 +462,6 @@ def _run_id_from_steps(steps: list[Step]) -> str | None:
         if isinstance(step.inputs, dict) and isinstance(step.inputs.get("run_id"), str):
             return str(step.inputs["run_id"])
     return None
-
-
-def _end_ns(step: Step) -> int | None:
-    try:
-        return parse_optional_timestamp_ns(step.end_time)
-    except OrchestraOtelError:
-        return None
 
 
 def _iso(ns: int) -> str:

@@ -49,6 +49,10 @@ class ApiResponseError(ApiError):
     """The API answered 2xx with a body we cannot read (not JSON, wrong shape)."""
 
 
+class ApiResponseTooLargeError(ApiResponseError):
+    """The answer passes a bound (bytes, records, nesting): asking again gives the same."""
+
+
 class MappingError(OrchestraOtelError):
     """A record cannot be turned into a span; the caller logs it once and counts it."""
 

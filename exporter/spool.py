@@ -18,7 +18,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from exporter.errors import StateError
-from exporter.mapping.ids import span_context
+from exporter.mapping.ids import format_span_id, format_trace_id, span_context
 
 
 def encode_span(span: ReadableSpan) -> str:
@@ -27,22 +27,22 @@ def encode_span(span: ReadableSpan) -> str:
         raise StateError(f"span {span.name!r} has no context")
     document: dict[str, Any] = {
         "n": span.name,
-        "t": f"{context.trace_id:032x}",
-        "s": f"{context.span_id:016x}",
+        "t": format_trace_id(context.trace_id),
+        "s": format_span_id(context.span_id),
         "k": span.kind.value,
         "b": span.start_time,
         "e": span.end_time,
         "a": dict(span.attributes or {}),
     }
     if span.parent is not None:
-        document["p"] = f"{span.parent.span_id:016x}"
+        document["p"] = format_span_id(span.parent.span_id)
     if span.events:
         document["ev"] = [[ev.name, ev.timestamp, dict(ev.attributes or {})] for ev in span.events]
     if span.links:
         document["l"] = [
             [
-                f"{link.context.trace_id:032x}",
-                f"{link.context.span_id:016x}",
+                format_trace_id(link.context.trace_id),
+                format_span_id(link.context.span_id),
                 dict(link.attributes or {}),
             ]
             for link in span.links

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from exporter.errors import StateError
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS runs (
     first_seen_ns INTEGER NOT NULL,
     done          INTEGER NOT NULL DEFAULT 0,
     done_ns       INTEGER,
+    unreadable    INTEGER NOT NULL DEFAULT 0,  -- polls whose answer passed a bound
     PRIMARY KEY (workflow_id, run_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_open ON runs (workflow_id) WHERE done = 0;
@@ -71,6 +72,13 @@ CREATE TABLE IF NOT EXISTS spool (
 """
 
 
+# (version it leads to, statements); a ledger of the version before the first one is
+# the oldest that upgrades in place.
+MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+    (3, ("ALTER TABLE runs ADD COLUMN unreadable INTEGER NOT NULL DEFAULT 0",)),
+)
+
+
 @dataclass(frozen=True)
 class RunState:
     status: str | None
@@ -91,6 +99,11 @@ class Capture:
     @property
     def span_count(self) -> int:
         return len(self.step_spans) + (self.root_span is not None)
+
+    @classmethod
+    def closed(cls, workflow_id: str, run_id: str, status: str | None = None) -> Capture:
+        """A run given up without spans (gone from the API, or unreadable)."""
+        return cls(workflow_id, run_id, status, {}, None, run_done=True)
 
 
 @dataclass(frozen=True)
@@ -174,6 +187,19 @@ class Ledger:
                 "WHERE done = 0",
                 [(workflow_id, run_id, status, now_ns) for run_id, status in runs],
             )
+
+    def note_unreadable(self, workflow_id: str, run_id: str) -> int:
+        """One more poll whose answer about this run passed a bound; returns the count."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET unreadable = unreadable + 1 WHERE workflow_id = ? AND run_id = ?",
+                (workflow_id, run_id),
+            )
+        row = self._one(
+            "SELECT unreadable FROM runs WHERE workflow_id = ? AND run_id = ?",
+            (workflow_id, run_id),
+        )
+        return int(row[0]) if row else 1
 
     def captured_steps(self, run_id: str) -> set[str]:
         rows = self._all("SELECT step_id FROM captured_steps WHERE run_id = ?", (run_id,))
@@ -277,15 +303,28 @@ class Ledger:
             self._db.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
-        elif int(row[0]) < SCHEMA_VERSION:
+        elif int(row[0]) < MIGRATIONS[0][0] - 1:
             raise StateError(
                 f"the state file {self.path} is from an older development version "
                 f"(schema {row[0]}); move it away to start afresh"
             )
+        elif int(row[0]) < SCHEMA_VERSION:
+            self._migrate(int(row[0]))
         elif int(row[0]) > SCHEMA_VERSION:
             raise StateError(
                 f"the state file {self.path} was written by a newer orchestra-otel "
                 f"(schema {row[0]}); upgrade, or point ORCHESTRA_STATE_PATH elsewhere"
+            )
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older ledger up to date in one transaction: nothing spooled is lost."""
+        with self._write() as db:
+            for target, statements in MIGRATIONS:
+                if target > version:
+                    for statement in statements:
+                        db.execute(statement)
+            db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
             )
 
     @contextmanager

@@ -20,6 +20,7 @@ from exporter.source.client import ClientStats
 from exporter.workflow_metrics import BookCollector, MetricBook, Sample
 
 PREFIX: Final = "orchestra_otel"
+PENDING_SPANS_METRIC: Final = "orchestra_otel.pending_spans"  # its OTLP name
 POLL_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -73,6 +74,12 @@ class Telemetry:
             ["kind"],
             registry=r,
         )
+        self.history_paging_stopped = Counter(
+            f"{PREFIX}_history_paging_stopped",
+            "History passes ended early: a page repeated runs already seen, or the page cap",
+            ["reason"],
+            registry=r,
+        )
         self.api_auth_failing = Gauge(
             f"{PREFIX}_api_auth_failing", "1 while the API rejects the key (401/403)", registry=r
         )
@@ -121,6 +128,7 @@ class HealthState:
     last_poll_ok: float = 0.0  # time.time() of the last poll the API fully answered
     export_failing: bool = False
     auth_failing: bool = False
+    ledger_failing: bool = False
     pending_spans: int = 0
 
     def readiness(self, poll_interval: float, now: float | None = None) -> tuple[bool, list[str]]:
@@ -134,6 +142,8 @@ class HealthState:
         elif now - self.last_poll_ok > stale_after:
             age = now - self.last_poll_ok
             reasons.append(f"no successful poll for {age:.0f}s (limit {stale_after:.0f}s)")
+        if self.ledger_failing:
+            reasons.append("the state file cannot be read or written (see the log)")
         if self.export_failing:
             reasons.append(f"the span export is failing; {self.pending_spans} spans spooled")
         return not reasons, reasons

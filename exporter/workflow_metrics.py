@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
 from exporter.mapping import attributes as attr
+from exporter.mapping.ids import format_span_id, format_trace_id
 
 OTHER: Final = "other"
 DURATION_BUCKETS: Final = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -95,7 +96,7 @@ def samples_of(span: ReadableSpan) -> list[Sample]:
     attributes = span.attributes or {}
     if span.context is None or attr.WORKFLOW_ID not in attributes:
         return []
-    ids = (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
+    ids = (format_trace_id(span.context.trace_id), format_span_id(span.context.span_id))
     workflow_id = str(attributes[attr.WORKFLOW_ID])
     workflow = str(attributes.get(attr.WORKFLOW_NAME) or workflow_id)
     failed = span.status.status_code is StatusCode.ERROR

@@ -40,6 +40,7 @@ GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
 GEN_AI_TOOL_TYPE: Final = "gen_ai.tool.type"
+GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"  # on the token usage metric only
 # Content (opt-in only: prompts and outputs may hold personal data)
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
@@ -61,6 +62,7 @@ STEP_STATUS: Final = "orchestra.step.status"
 NODE_ID: Final = "orchestra.node.id"
 NODE_TYPE: Final = "orchestra.node.type"
 INTEGRATION_APP: Final = "orchestra.integration.app"
+OUTCOME: Final = "orchestra.outcome"  # on the workflow metrics only
 # Content of steps that are neither model nor integration (code, retrieval, ...): opt-in.
 STEP_INPUT: Final = "orchestra.step.input"
 STEP_OUTPUT: Final = "orchestra.step.output"
@@ -89,6 +91,22 @@ OI_OUTPUT_MIME_TYPE: Final = "output.mime_type"
 OI_KIND_LLM: Final = "LLM"
 OI_KIND_TOOL: Final = "TOOL"
 OI_KIND_CHAIN: Final = "CHAIN"
+
+# --- Metric attributes ----------------------------------------------------------------
+# The workflow metrics' Prometheus label names -> their OTLP attribute names: the semantic
+# conventions' names where one exists, ours otherwise.
+METRIC_ATTRIBUTES: Final = {
+    "workflow_id": WORKFLOW_ID,
+    "workflow": WORKFLOW_NAME,
+    "node": NODE_ID,
+    "node_type": NODE_TYPE,
+    "outcome": OUTCOME,
+    "gen_ai_operation_name": GEN_AI_OPERATION_NAME,
+    "gen_ai_request_model": GEN_AI_REQUEST_MODEL,
+    "gen_ai_response_model": GEN_AI_RESPONSE_MODEL,
+    "gen_ai_token_type": GEN_AI_TOKEN_TYPE,
+    "error_type": ERROR_TYPE,
+}
 
 # Instrumentation scope of every span we build.
 SCOPE_NAME: Final = "orchestra-otel"

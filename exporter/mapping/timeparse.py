@@ -61,6 +61,18 @@ def parse_optional_timestamp_ns(value: object) -> int | None:
     return parse_timestamp_ns(value)
 
 
+def lenient_timestamp_ns(value: object) -> int | None:
+    """Like parse_optional_timestamp_ns, but a value that does not parse is None too.
+
+    For decisions that must not fail on a bad record (is this run in the window?); the
+    mapping itself reports such values as problems.
+    """
+    try:
+        return parse_optional_timestamp_ns(value)
+    except MappingError:
+        return None
+
+
 def _fraction_to_ns(fraction: str | None) -> int:
     if not fraction:
         return 0

@@ -77,9 +77,14 @@ class OtlpSink:
         result = self._exporter.export(spans)
         return result is SpanExportResult.SUCCESS
 
-    def export_probe(self) -> bool:
-        """An empty export request: proves address, TLS, headers and protocol at once."""
-        return self._exporter.export([]) is SpanExportResult.SUCCESS
-
     def shutdown(self) -> None:
         self._exporter.shutdown()
+
+
+def probe_endpoint(protocol: str) -> bool:
+    """An empty export request: proves address, TLS, headers and protocol at once."""
+    exporter = build_span_exporter(protocol)
+    try:
+        return exporter.export([]) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()

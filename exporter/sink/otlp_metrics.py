@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Histogram, Observation
@@ -19,28 +18,13 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, set_span_in_context
 
-from exporter.mapping.attributes import SCOPE_NAME
+from exporter.mapping.attributes import METRIC_ATTRIBUTES, SCOPE_NAME
 from exporter.mapping.ids import span_context
 from exporter.sink.otlp import otlp_exporter
-from exporter.telemetry import HealthState
+from exporter.telemetry import PENDING_SPANS_METRIC, HealthState
 from exporter.workflow_metrics import DEFINITIONS, MetricBook, MetricDef, Sample
 
 log = logging.getLogger(__name__)
-
-# Prometheus label names -> OpenTelemetry attribute names (semantic conventions where
-# one exists, our orchestra.* names otherwise; see exporter/mapping/attributes.py).
-ATTRIBUTE_NAMES: Final = {
-    "workflow_id": "orchestra.workflow.id",
-    "workflow": "orchestra.workflow.name",
-    "node": "orchestra.node.id",
-    "node_type": "orchestra.node.type",
-    "outcome": "orchestra.outcome",
-    "gen_ai_operation_name": "gen_ai.operation.name",
-    "gen_ai_request_model": "gen_ai.request.model",
-    "gen_ai_response_model": "gen_ai.response.model",
-    "gen_ai_token_type": "gen_ai.token.type",
-    "error_type": "error.type",
-}
 
 
 def build_metric_exporter(protocol: str) -> MetricExporter:
@@ -82,7 +66,7 @@ class OtlpMetrics:
                     definition.otlp_name, unit=definition.unit, description=definition.help
                 )
         meter.create_observable_gauge(
-            "orchestra_otel.pending_spans",
+            PENDING_SPANS_METRIC,
             callbacks=[lambda _options: [Observation(health.pending_spans)]],
             unit="{span}",
             description="Spans spooled in the ledger, waiting for the sink",
@@ -116,7 +100,7 @@ def _counter_callback(
 
 def _attributes(definition: MetricDef, labels: Sequence[str]) -> dict[str, str]:
     return {
-        ATTRIBUTE_NAMES.get(name, name): value
+        METRIC_ATTRIBUTES.get(name, name): value
         for name, value in zip(definition.labels, labels, strict=True)
         if value
     }

@@ -72,6 +72,7 @@ SELF_METRICS: Final = (
     _m("orchestra_otel_api_retries_total", "counter", "endpoint"),
     _m("orchestra_otel_api_rate_limited_total", "counter"),
     _m("orchestra_otel_api_auth_failing", "gauge"),
+    _m("orchestra_otel_history_paging_stopped_total", "counter", "reason"),
 )
 
 METRICS: Final = {m.name: m for m in WORKFLOW_METRICS + SELF_METRICS}

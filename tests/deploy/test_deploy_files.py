@@ -40,7 +40,7 @@ import pytest
 import yaml
 
 from exporter.config import KEYS, load_settings
-from exporter.poller import owns_workflow
+from exporter.discovery import owns_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -11,7 +11,7 @@ import pytest
 
 from exporter.emulator import Emulator, ManualClock, Scenario
 from exporter.emulator.demo import demo_workflows
-from exporter.poller import owns_workflow
+from exporter.discovery import owns_workflow
 from tests.integration.harness import API_KEY, World
 from tests.support.otlp_receiver import OtlpReceiver
 

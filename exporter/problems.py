@@ -1,0 +1,60 @@
+"""Problems with what the API returned: each said once, each skip counted.
+
+A bad record is a fact about the data, not an event: it is logged the first time it is
+met, counted in `orchestra_otel_skipped_records_total` every time something is skipped,
+and never stops the daemon (docs/design.md, "Delivery").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Final
+
+from exporter.mapping.spans import Problem
+from exporter.source.models import RejectedRecord
+from exporter.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+# A flood of distinct bad records must not grow memory without end.
+MAX_REMEMBERED: Final = 10_000
+
+
+class ProblemReporter:
+    """Says each (record, reason) once at warning level and counts skipped records.
+
+    Shared by the poll cycle's parts and `backfill`; the client calls `rejected` for
+    records that fail validation.
+    """
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+        self._reported: set[tuple[str, str]] = set()
+        self.skipped_records = 0
+
+    def once(self, record: str, reason: str) -> None:
+        key = (record, reason)
+        if key in self._reported:
+            return
+        if len(self._reported) > MAX_REMEMBERED:
+            self._reported.clear()
+        self._reported.add(key)
+        log.warning("%s: %s", record, reason)
+
+    def skipped(self, kind: str, count: int = 1) -> None:
+        if count:
+            self.skipped_records += count
+            self._telemetry.skipped_records.labels(kind).inc(count)
+
+    def rejected(self, endpoint: str, record: RejectedRecord) -> None:
+        """A record of an API answer failed validation: logged once, counted, skipped."""
+        self.skipped(f"{endpoint}_record")
+        self.once(f"{endpoint} record #{record.index}", f"skipped: {record.reason}")
+
+    def mapping_problems(self, workflow_id: str, problems: Sequence[Problem]) -> None:
+        for problem in problems:
+            if problem.skipped:
+                self.skipped(problem.record.split(" ", 1)[0])
+            action = "skipped" if problem.skipped else "exported with what is valid"
+            self.once(problem.record, f"{problem.reason} ({action}; {workflow_id})")
