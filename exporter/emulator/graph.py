@@ -1,8 +1,9 @@
 """What a workflow is: its nodes, its graph, and what each kind of node records as a step.
 
-Every shape here is copied from the documented payloads (shared/fixtures and the steps
-example in orchestra-api.md §7): field names, their order and their types. Where the docs
-show nothing (code-node step inputs, failure payloads) the choice is marked as a guess.
+Every shape here is copied from the documented payloads (tests/shared/fixtures and the
+steps example; docs/orchestra-api.md, "Records"): field names, their order and their
+types. Where the docs show nothing (code-node step inputs, failure payloads) the choice
+is marked as a guess.
 """
 
 from __future__ import annotations

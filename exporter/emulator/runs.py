@@ -39,7 +39,7 @@ RunOutputs = Literal["selected", "all"]
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """The undocumented choices in how records look (orchestra-api.md §4, §3.4)."""
+    """The undocumented choices in how records look (docs/orchestra-api.md, "Statuses")."""
 
     running_status: str = "running"
     completed_status: str = "completed"

@@ -44,7 +44,7 @@ from exporter.emulator.runs import (
 
 Clock = Callable[[], float]
 
-# Ids that the documented fixtures use (see shared/orchestra-api.md §11).
+# Ids that the documented fixtures use (docs/orchestra-api.md; payloads in tests/shared/fixtures).
 FIXTURE_HI_WORKFLOW_ID = "1234f567-bb12-1234-b7cd-f7a71a98cd24"
 FIXTURE_JOKE_WORKFLOW_ID = "7c1e2f34-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
 FIXTURE_STEPS_RUN_ID = "5b69669f-975a-49af-a33a-61ff9ae5a20f"

@@ -1,4 +1,4 @@
-"""A real HTTP server that answers like the Orchestra API (orchestra-api.md §2).
+"""A real HTTP server that answers like the Orchestra API (docs/orchestra-api.md).
 
 Standard library only: a ThreadingHTTPServer in a background thread, speaking HTTP/1.1
 with keep-alive (httpx reuses connections). API endpoints live under `base_path` and need
@@ -57,7 +57,7 @@ def json_response(status: int, payload: Any, headers: dict[str, str] | None = No
 
 
 def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
-    # FastAPI's error shape: a guess, the docs show no error body (orchestra-api.md §1).
+    # FastAPI's error shape: a guess, the docs show no error body (docs/orchestra-api.md, "Basics").
     return json_response(status, {"detail": detail}, headers)
 
 

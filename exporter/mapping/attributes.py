@@ -6,7 +6,7 @@ Two families live here:
   ``service.name``): their meaning is fixed by the spec, so backends and dashboards
   that know GenAI spans (Tempo, Jaeger, Phoenix, Grafana) render them without help.
 * Our own ``orchestra.*`` names, for what no convention covers (ids, raw statuses,
-  node types). They are part of the trace contract in DESIGN.md section 3.
+  node types). They are part of the trace contract in docs/design.md ("Trace shape").
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ STEP_OUTPUT: Final = "orchestra.step.output"
 RUN_INPUT: Final = "orchestra.run.input"
 RUN_OUTPUT: Final = "orchestra.run.output"
 
-# Values of orchestra.node.type inferred from step records (DESIGN.md section 3).
+# Values of orchestra.node.type inferred from step records (docs/design.md, "Node types").
 NODE_TYPE_MODEL: Final = "model"
 NODE_TYPE_INTEGRATION: Final = "integration"
 NODE_TYPE_CODE: Final = "code"

@@ -1,4 +1,4 @@
-"""Whether a step or run failed, and how to describe it (DESIGN.md section 3, Errors).
+"""Whether a step or run failed, and how to describe it (docs/design.md, "Errors").
 
 A step fails when its status says so, when it carries a non-empty ``error``, or when
 its output reports ``successful: false`` (code and integration nodes report failures

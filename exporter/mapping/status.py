@@ -1,7 +1,7 @@
 """How raw Orchestra statuses map to "is it finished?" and "did it fail?".
 
-Only ``completed`` is documented; the other rows are the values DESIGN.md decides on.
-Statuses compare case-insensitively; the raw value always goes on the span as is.
+Only ``completed`` is documented; the other rows are the values docs/design.md decides
+on ("Statuses"). Statuses compare case-insensitively; the raw value always goes on the span as is.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def status_row(raw: str | None) -> StatusRow:
 def step_is_terminal(raw: str | None, *, run_terminal: bool) -> bool:
     """A step is final when its status says so, and every step is once its run ended.
 
-    DESIGN.md: once the run is terminal every step is exported with its raw status; a
+    docs/design.md: once the run is terminal every step is exported with its raw status; a
     step left `running` by a cancelled run would otherwise never be exported at all.
     """
     if run_terminal:

@@ -110,7 +110,7 @@ class OrchestraClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    # --- endpoints (orchestra-api.md section 2) ----------------------------------------
+    # --- endpoints (docs/orchestra-api.md, "Endpoints used") ---------------------------
 
     async def list_workflows(self) -> list[Workflow]:
         body = await self._get_json("list_workflows", "/workflows", expected=list)

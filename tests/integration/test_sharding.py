@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from exporter.discovery import owns_workflow
 from exporter.emulator import Emulator, ManualClock, Scenario
 from exporter.emulator.demo import demo_workflows
-from exporter.discovery import owns_workflow
 from tests.integration.harness import API_KEY, World
 from tests.support.otlp_receiver import OtlpReceiver
 

@@ -1,4 +1,4 @@
-"""The real daemon against an Orchestra API that misbehaves (DESIGN.md sections 3 and 4).
+"""The real daemon against an Orchestra API that misbehaves (docs/design.md, "Delivery").
 
 Faults are injected into the emulator for a limited number of requests (or until
 cleared) on the workflow list, one workflow's run history and one run's steps. The

@@ -1,6 +1,6 @@
 """Crashes and shutdowns of the real daemon (`python -m exporter run`).
 
-DESIGN.md section 4: "Backend down, daemon killed, machine rebooted: nothing is lost,
+docs/design.md, "Delivery": "Backend down, daemon killed, machine rebooted: nothing is lost,
 and on recovery it is sent once more at most". The daemon is SIGKILLed over and over at
 random (seeded) moments while runs keep finishing: right after it starts, while an
 export is held by a slow receiver, while it holds the ledger's write lock; each time it

@@ -1,6 +1,6 @@
 """Secrets and exposure: the API key, prompt content, the state file, the HTTP port, TLS.
 
-DESIGN.md section 2: "The API key never appears in logs, spans, metrics, the state file
+docs/design.md, "Settings": "The API key never appears in logs, spans, metrics, the state file
 or errors." A distinctive key is used for real (the emulator only answers to it), and
 every byte the daemon produced is searched for it: stdout and stderr of every command,
 every OTLP request the receiver accepted (spans, resources, events, headers, metrics),

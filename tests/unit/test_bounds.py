@@ -1,7 +1,7 @@
 """Bounds: what one span may carry, and what the SQLite ledger keeps over time.
 
 * Mapping (exporter/mapping/spans.py): every text attribute is cut to
-  `MappingOptions.content_max_length` (default 2048, DESIGN.md "Content capture"), the cut
+  `MappingOptions.content_max_length` (default 2048, docs/design.md "Content capture"), the cut
   marked by "…"; lists hold at most MAX_LIST_ITEMS items; a step links to at most MAX_LINKS
   upstream steps; names are at most MAX_NAME_LENGTH characters; the status description
   follows the content limit.
@@ -45,7 +45,7 @@ from exporter.source.client import OrchestraClient
 from exporter.source.models import Run, Step, parse_records
 from exporter.state import Capture, Ledger
 
-DEFAULT_LIMIT = 2048  # DESIGN.md: ORCHESTRA_CONTENT_MAX_LENGTH defaults to 2048
+DEFAULT_LIMIT = 2048  # docs/design.md: ORCHESTRA_CONTENT_MAX_LENGTH defaults to 2048
 RUN_ID = "5b69669f-975a-49af-a33a-61ff9ae5a20f"
 NS = 1_000_000_000
 

@@ -1,4 +1,4 @@
-"""exporter/config.py: DESIGN.md section 2, settings and their precedence."""
+"""exporter/config.py: docs/design.md, "Settings" and their precedence."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def _problems(
     return problems
 
 
-# --- defaults (DESIGN.md section 2 table) --------------------------------------------
+# --- defaults (docs/design.md "Settings" table) --------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""exporter/mapping/failure.py: DESIGN.md section 3, "Errors" and "Statuses"."""
+"""exporter/mapping/failure.py: docs/design.md, "Errors" and "Statuses"."""
 
 from __future__ import annotations
 

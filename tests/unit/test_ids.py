@@ -1,4 +1,4 @@
-"""exporter/mapping/ids.py: trace and span ids of DESIGN.md section 3."""
+"""exporter/mapping/ids.py: trace and span ids of docs/design.md ("Ids")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Properties of records -> spans (DESIGN.md section 3) over open-ended API records.
+"""Properties of records -> spans (docs/design.md, "Trace shape") over open-ended API records.
 
 Pure code, hypothesis-driven. The strategies draw runs and steps the way the API may send
 them: realistic model / integration / code steps with every documented status (in any
@@ -49,7 +49,7 @@ PROPERTY_SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-# --- the status table, written out from DESIGN.md ("Statuses") -------------------------
+# --- the status table, written out from docs/design.md ("Statuses") -------------------------
 
 TERMINAL = frozenset(
     {"completed", "failed", "error", "timeout", "cancelled", "canceled", "skipped"}
@@ -452,7 +452,7 @@ def run_terminal(case: Case, run: Run) -> bool:
 
 
 def step_terminal(step: Step, run_is_terminal: bool) -> bool:
-    # DESIGN.md: once the run is terminal every step is exported with its raw status.
+    # docs/design.md: once the run is terminal every step is exported with its raw status.
     if run_is_terminal:
         return True
     return _norm(step.status) in TERMINAL
@@ -593,7 +593,7 @@ def test_map_run_never_raises_on_garbage(
 @PROPERTY_SETTINGS
 @given(case=cases())
 def test_mapping_keeps_the_trace_contract(case: Case) -> None:
-    """One case, every rule of DESIGN.md section 3 that must hold for it."""
+    """One case, every rule of docs/design.md "Trace shape" that must hold for it."""
     run, steps = case.parse()
     result = case.map(frozenset())
     check_step_accounting(case, run, steps, result, already=frozenset())

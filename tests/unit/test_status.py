@@ -1,4 +1,4 @@
-"""exporter/mapping/status.py: the status table of DESIGN.md section 3 ("Statuses")."""
+"""exporter/mapping/status.py: the status table of docs/design.md ("Statuses")."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from exporter.mapping.status import (
     step_is_terminal,
 )
 
-# Written out from DESIGN.md, independently of the table: a changed row fails here.
+# Written out from docs/design.md, independently of the table: a changed row fails here.
 EXPECTED: list[tuple[str, bool, bool]] = [
     # status, terminal, failed
     ("completed", True, False),

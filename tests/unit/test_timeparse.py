@@ -1,4 +1,4 @@
-"""exporter/mapping/timeparse.py: DESIGN.md section 3, "Time"."""
+"""exporter/mapping/timeparse.py: docs/design.md, "Time"."""
 
 from __future__ import annotations
 
