@@ -25,6 +25,13 @@ SHUTDOWN_GRACE_S = 20.0
 
 
 class Daemon:
+    """`orchestra-otel run`: the poll and discovery jobs on an AsyncIOScheduler.
+
+    Invariants: one poll at a time (max_instances=1, missed runs coalesced); a job that
+    raises is logged and the next run goes on; on SIGTERM/SIGINT the poll under way gets
+    SHUTDOWN_GRACE_S to finish before it is cancelled. Built by cli.py around a Runtime.
+    """
+
     def __init__(
         self,
         poll: Callable[[], Awaitable[None]],

@@ -115,6 +115,15 @@ class Spooled:
 
 
 class Ledger:
+    """The SQLite ledger: what was seen, what waits in the spool, what was delivered.
+
+    Invariants: a step is marked captured in the transaction that spools its span; a
+    spooled span is deleted only with the sink's confirmation, in the transaction that
+    adds it to the persisted metric totals; a done run is never undone. Opened by
+    `app.open_runtime` (one per process and state file); used by the collector, delivery
+    and backfill from the event loop's thread.
+    """
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         try:
