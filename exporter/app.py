@@ -6,13 +6,11 @@ import logging
 from dataclasses import dataclass, field
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from exporter import __version__
 from exporter.config import Settings
 from exporter.errors import ApiAuthError
-from exporter.mapping.attributes import SCOPE_NAME
-from exporter.mapping.spans import MappingOptions
+from exporter.mapping.options import MappingOptions, default_scope
 from exporter.poller import Poller, PollSettings
 from exporter.results import PollResult
 from exporter.sink.base import SpanSink
@@ -42,10 +40,14 @@ def build_resource() -> Resource:
 def mapping_options(settings: Settings) -> MappingOptions:
     return MappingOptions(
         resource=build_resource(),
-        scope=InstrumentationScope(SCOPE_NAME, __version__),
+        scope=default_scope(__version__),
         capture_content=settings.capture_content,
         content_max_length=settings.content_max_length,
         openinference=settings.openinference,
+        genai_provider=settings.genai_provider,
+        span_names=settings.span_names,
+        traceparent_input=settings.traceparent_input,
+        traceparent_mode=settings.traceparent_mode,
     )
 
 

@@ -15,7 +15,8 @@ from contextlib import aclosing
 from typing import TypeVar
 
 from exporter.errors import ApiNotFoundError, ApiResponseTooLargeError
-from exporter.mapping.spans import MappingOptions, RunSpans, WorkflowInfo, map_run
+from exporter.mapping.options import MappingOptions
+from exporter.mapping.spans import RunSpans, WorkflowInfo, map_run
 from exporter.mapping.timeparse import lenient_timestamp_ns
 from exporter.problems import ProblemReporter
 from exporter.results import PollResult

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from exporter.errors import ConfigError
+from exporter.mapping.options import DEFAULT_PROVIDER, SpanNames, TraceparentMode
 from exporter.sink.otlp import PROTOCOLS, otlp_endpoint, otlp_protocol
 from exporter.source.client import DEFAULT_BASE_URL
 
@@ -68,7 +69,13 @@ KEYS: Final = (
     Key("openinference", "ORCHESTRA_OPENINFERENCE", "also write OpenInference names (Phoenix)"),
     Key("metrics_max_workflows", "ORCHESTRA_METRICS_MAX_WORKFLOWS", "workflow label values kept"),
     Key("metrics_max_nodes", "ORCHESTRA_METRICS_MAX_NODES", "node label values kept per workflow"),
+    Key("genai_provider", "ORCHESTRA_GENAI_PROVIDER", "gen_ai.provider.name of model spans"),
+    Key("span_names", "ORCHESTRA_SPAN_NAMES", "node (node ids) or semconv (chat {model}, ...)"),
+    Key("traceparent_input", "ORCHESTRA_TRACEPARENT_INPUT", "run input holding a traceparent"),
+    Key("traceparent_mode", "ORCHESTRA_TRACEPARENT_MODE", "link or parent: the caller's span"),
 )
+# The GenAI conventions' own switch for content capture; ORCHESTRA_CAPTURE_CONTENT wins.
+CAPTURE_CONTENT_ALIAS: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 KEYS_BY_FIELD: Final = {key.field: key for key in KEYS}
 
 
@@ -97,6 +104,10 @@ class Settings(BaseModel):
     openinference: bool = False
     metrics_max_workflows: int = Field(200, ge=1, le=100_000)
     metrics_max_nodes: int = Field(100, ge=1, le=100_000)
+    genai_provider: str = Field(DEFAULT_PROVIDER, min_length=1, max_length=128)
+    span_names: SpanNames = "node"
+    traceparent_input: str = Field("traceparent", max_length=256)  # empty: not looked for
+    traceparent_mode: TraceparentMode = "link"
     otlp_protocol: str = "grpc"
     otlp_endpoint: str | None = None  # from OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
     otlp_metrics: bool = True  # OTEL_METRICS_EXPORTER=none turns the metrics push off
@@ -157,7 +168,7 @@ class Settings(BaseModel):
             return (host.strip("[]") or "127.0.0.1", int(port))
         return value
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "span_names", "traceparent_mode", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -261,11 +272,14 @@ def _from_yaml(path: Path, problems: list[str]) -> dict[str, _Sourced]:
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, _Sourced]:
-    return {
+    found = {
         key.field: _Sourced(environ[key.env], key.env)
         for key in KEYS
         if environ.get(key.env, "") != ""
     }
+    if "capture_content" not in found and environ.get(CAPTURE_CONTENT_ALIAS, "") != "":
+        found["capture_content"] = _Sourced(environ[CAPTURE_CONTENT_ALIAS], CAPTURE_CONTENT_ALIAS)
+    return found
 
 
 def _validate(merged: Mapping[str, _Sourced], problems: list[str]) -> Settings | None:

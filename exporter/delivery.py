@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 
 from exporter.errors import ExportError, StateError
-from exporter.mapping.spans import MappingOptions
+from exporter.mapping.options import MappingOptions
 from exporter.problems import ProblemReporter
 from exporter.results import PollResult
 from exporter.sink.base import SpanSink

@@ -17,7 +17,7 @@ from exporter.collect import Collector
 from exporter.delivery import Delivery, DeliverySettings
 from exporter.discovery import WorkflowSet
 from exporter.errors import ApiError, StateError
-from exporter.mapping.spans import MappingOptions
+from exporter.mapping.options import MappingOptions
 from exporter.problems import ProblemReporter
 from exporter.results import PollResult
 from exporter.sink.base import SpanSink
@@ -65,7 +65,9 @@ class Poller:
         self.ledger = ledger
         self.settings = settings
         self.telemetry = telemetry or Telemetry()
-        self.telemetry.book.load(ledger.metric_series())
+        self.telemetry.book.load(
+            ledger.metric_series(), {"gen_ai_provider_name": options.genai_provider}
+        )
         self._clock = clock
         self.reporter = ProblemReporter(self.telemetry)
         self.workflows = WorkflowSet(

@@ -33,14 +33,16 @@ class ProblemReporter:
         self._reported: set[tuple[str, str]] = set()
         self.skipped_records = 0
 
-    def once(self, record: str, reason: str) -> None:
+    def once(self, record: str, reason: str) -> bool:
+        """Log the problem unless it was said before; True when it was said now."""
         key = (record, reason)
         if key in self._reported:
-            return
+            return False
         if len(self._reported) > MAX_REMEMBERED:
             self._reported.clear()
         self._reported.add(key)
         log.warning("%s: %s", record, reason)
+        return True
 
     def skipped(self, kind: str, count: int = 1) -> None:
         if count:
@@ -57,4 +59,6 @@ class ProblemReporter:
             if problem.skipped:
                 self.skipped(problem.record.split(" ", 1)[0])
             action = "skipped" if problem.skipped else "exported with what is valid"
-            self.once(problem.record, f"{problem.reason} ({action}; {workflow_id})")
+            said = self.once(problem.record, f"{problem.reason} ({action}; {workflow_id})")
+            if said and problem.counted is not None:
+                self.skipped(problem.counted)  # a run mapped at every poll counts once

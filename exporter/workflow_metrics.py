@@ -26,7 +26,10 @@ from exporter.mapping.ids import format_span_id, format_trace_id
 
 OTHER: Final = "other"
 DURATION_BUCKETS: Final = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-TOKEN_BUCKETS: Final = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+# The GenAI semantic conventions' advice for gen_ai.client.token.usage (14 bounds).
+TOKEN_BUCKETS: Final = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
 # The GenAI semantic conventions' advice for gen_ai.client.operation.duration.
 OPERATION_BUCKETS: Final = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
@@ -68,18 +71,32 @@ RUN_DURATION = MetricDef(
 TOKEN_USAGE = MetricDef(
     "gen_ai_client_token_usage", "gen_ai.client.token.usage", "histogram", "{token}",
     "Tokens used by model steps (GenAI semantic conventions)",
-    ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_response_model",
-     "gen_ai_token_type"),
+    ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
+     "gen_ai_response_model", "gen_ai_token_type"),
     TOKEN_BUCKETS,
 )  # fmt: skip
 OPERATION_DURATION = MetricDef(
     "gen_ai_client_operation_duration_seconds", "gen_ai.client.operation.duration",
     "histogram", "s", "Duration of model steps (GenAI semantic conventions)",
-    ("gen_ai_operation_name", "gen_ai_request_model", "error_type"), OPERATION_BUCKETS,
+    ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
+     "gen_ai_response_model", "error_type"),
+    OPERATION_BUCKETS,
 )  # fmt: skip
 
 DEFINITIONS: Final = (STEPS, RUNS, STEP_DURATION, RUN_DURATION, TOKEN_USAGE, OPERATION_DURATION)
 BY_NAME: Final = {d.name: d for d in DEFINITIONS}
+
+# How totals persisted by earlier versions were labelled and bucketed, so that a ledger
+# written before the GenAI metrics gained gen_ai_provider_name (and response model) and
+# the token buckets their 14 bounds keeps counting on the same series after an upgrade.
+LEGACY_LABELS: Final = {
+    TOKEN_USAGE.name: (
+        "gen_ai_operation_name", "gen_ai_request_model", "gen_ai_response_model",
+        "gen_ai_token_type",
+    ),
+    OPERATION_DURATION.name: ("gen_ai_operation_name", "gen_ai_request_model", "error_type"),
+}  # fmt: skip
+LEGACY_BUCKETS: Final = {TOKEN_USAGE.name: TOKEN_BUCKETS[:11]}
 
 
 @dataclass(frozen=True)
@@ -121,17 +138,19 @@ def _genai_samples(
     attributes: Mapping[str, object], duration: float, failed: bool, ids: tuple[str, str]
 ) -> Iterator[Sample]:
     operation = str(attributes.get(attr.GEN_AI_OPERATION_NAME))
+    provider = str(attributes.get(attr.GEN_AI_PROVIDER_NAME, ""))
     request_model = str(attributes.get(attr.GEN_AI_REQUEST_MODEL, ""))
     response_model = str(attributes.get(attr.GEN_AI_RESPONSE_MODEL, ""))
     error_type = str(attributes.get(attr.ERROR_TYPE, "")) if failed else ""
-    yield Sample(OPERATION_DURATION, (operation, request_model, error_type), duration, *ids)
+    models = (provider, request_model, response_model)
+    yield Sample(OPERATION_DURATION, (operation, *models, error_type), duration, *ids)
     for token_type, key in (
         ("input", attr.GEN_AI_USAGE_INPUT_TOKENS),
         ("output", attr.GEN_AI_USAGE_OUTPUT_TOKENS),
     ):
         count = attributes.get(key)
         if isinstance(count, int) and not isinstance(count, bool):
-            labels = (operation, request_model, response_model, token_type)
+            labels = (operation, *models, token_type)
             yield Sample(TOKEN_USAGE, labels, float(count), *ids)
 
 
@@ -174,13 +193,21 @@ class MetricBook:
         self._workflows: set[str] = set()
         self._nodes: dict[str, set[str]] = {}
 
-    def load(self, rows: Iterable[tuple[str, str, str]]) -> None:
+    def load(
+        self, rows: Iterable[tuple[str, str, str]], label_defaults: Mapping[str, str] = {}
+    ) -> None:
+        """Totals from the ledger; those of older versions are upgraded (`label_defaults`:
+        the values of labels they did not have)."""
         for metric, labels_json, value_json in rows:
-            if metric not in BY_NAME:
+            definition = BY_NAME.get(metric)
+            if definition is None:
                 continue
-            labels = tuple(json.loads(labels_json))
-            self.series[(metric, labels)] = Series.from_json(value_json)
-            self._remember(BY_NAME[metric], labels)
+            labels = _upgraded_labels(definition, tuple(json.loads(labels_json)), label_defaults)
+            if labels is None:
+                continue
+            series = _upgraded_buckets(definition, Series.from_json(value_json))
+            self.series[(metric, labels)] = series
+            self._remember(definition, labels)
 
     def apply(self, samples: Sequence[Sample], now: float) -> list[tuple[str, str, str]]:
         """Add samples; return the changed series as (metric, labels, value) rows."""
@@ -219,6 +246,28 @@ class MetricBook:
         self._workflows.add(workflow_id)
         if "node" in values:
             self._nodes.setdefault(workflow_id, set()).add(values["node"])
+
+
+def _upgraded_labels(
+    definition: MetricDef, labels: tuple[str, ...], defaults: Mapping[str, str]
+) -> tuple[str, ...] | None:
+    if len(labels) == len(definition.labels):
+        return labels
+    legacy = LEGACY_LABELS.get(definition.name)
+    if legacy is None or len(labels) != len(legacy):
+        return None  # nothing we ever wrote: leave it
+    values = dict(zip(legacy, labels, strict=True))
+    return tuple(values.get(name, defaults.get(name, "")) for name in definition.labels)
+
+
+def _upgraded_buckets(definition: MetricDef, series: Series) -> Series:
+    legacy = LEGACY_BUCKETS.get(definition.name)
+    if legacy is None or len(series.buckets) != len(legacy) + 1:
+        return series
+    # Old bounds are a prefix of the new ones; what was above the old top stays at +Inf.
+    added = [0] * (len(definition.buckets) - len(legacy))
+    series.buckets = [*series.buckets[:-1], *added, series.buckets[-1]]
+    return series
 
 
 def _add(series: Series, sample: Sample, now: float) -> None:

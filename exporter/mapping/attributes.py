@@ -26,6 +26,7 @@ EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
 
 # GenAI (development status in semconv; names as of semantic-conventions 1.37+)
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
 GEN_AI_WORKFLOW_NAME: Final = "gen_ai.workflow.name"
 GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
 GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
@@ -38,6 +39,8 @@ GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
 GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
 GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
 GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
 GEN_AI_TOOL_TYPE: Final = "gen_ai.tool.type"
 GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"  # on the token usage metric only
@@ -102,11 +105,16 @@ METRIC_ATTRIBUTES: Final = {
     "node_type": NODE_TYPE,
     "outcome": OUTCOME,
     "gen_ai_operation_name": GEN_AI_OPERATION_NAME,
+    "gen_ai_provider_name": GEN_AI_PROVIDER_NAME,
     "gen_ai_request_model": GEN_AI_REQUEST_MODEL,
     "gen_ai_response_model": GEN_AI_RESPONSE_MODEL,
     "gen_ai_token_type": GEN_AI_TOKEN_TYPE,
     "error_type": ERROR_TYPE,
 }
 
-# Instrumentation scope of every span we build.
+# Instrumentation scope of every span we build, and the semantic-conventions version its
+# names follow (GenAI names of v1.41.1, the last release with GenAI in the core repository;
+# error.* and exception.* are stable and unchanged up to v1.44.0).
 SCOPE_NAME: Final = "orchestra-otel"
+SEMCONV_VERSION: Final = "1.41.1"
+SCHEMA_URL: Final = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"

@@ -18,8 +18,10 @@ from exporter.mapping.status import status_row
 SUCCESSFUL_FALSE: Final = "successful_false"
 FALLBACK_ERROR_TYPE: Final = "_OTHER"  # the semantic conventions' value for "unknown"
 
+# An exception class name, as Python and most runtimes spell them.
+_EXCEPTION_NAME = r"[A-Za-z_][\w.]*(?:Error|Exception|Timeout|Failure|Exit)"
 # "RateLimitError: upstream returned 429" -> "RateLimitError"
-_TYPED_MESSAGE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Timeout|Failure|Exit))\s*:")
+_TYPED_MESSAGE = re.compile(rf"^({_EXCEPTION_NAME})\s*:")
 _TRACEBACK_HEAD: Final = "Traceback (most recent call last)"
 _MESSAGE_KEYS: Final = ("message", "msg", "detail", "error", "description")
 _TYPE_KEYS: Final = ("type", "code", "error_type", "name", "kind")
@@ -30,6 +32,18 @@ class Failure:
     message: str
     error_type: str
     stacktrace: str | None = None
+
+    @property
+    def exception_type(self) -> str | None:
+        """The exception's type name, when the error names one."""
+        return self.error_type if re.fullmatch(_EXCEPTION_NAME, self.error_type) else None
+
+    @property
+    def is_exception(self) -> bool:
+        """An `exception` event is for exceptions only (semantic conventions): an error
+        code such as `channel_not_found`, or a status such as `failed`, is `error.type`
+        on the span and nothing more."""
+        return self.exception_type is not None or self.stacktrace is not None
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,11 @@ configuration with its templates already filled in.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Final
 
 from exporter.mapping import attributes as attr
-from exporter.mapping.content import as_text, input_messages, output_messages
+from exporter.mapping.content import fitted_messages, fitted_text, input_messages, output_messages
 
 AttributeValue = str | bool | int | float | list[str]
 Attributes = dict[str, AttributeValue]
@@ -24,8 +23,11 @@ _FLOAT_PARAMS: Final = (
 )
 
 
-def model_attributes(inputs: Mapping[str, object], outputs: Mapping[str, object]) -> Attributes:
+def model_attributes(
+    inputs: Mapping[str, object], outputs: Mapping[str, object], provider: str
+) -> Attributes:
     found: Attributes = {attr.GEN_AI_OPERATION_NAME: attr.OP_CHAT}
+    _put_text(found, attr.GEN_AI_PROVIDER_NAME, provider)
     _put_text(found, attr.GEN_AI_REQUEST_MODEL, inputs.get("model"))
     for key, name in _FLOAT_PARAMS:
         number = _number(inputs.get(key))
@@ -34,8 +36,9 @@ def model_attributes(inputs: Mapping[str, object], outputs: Mapping[str, object]
     max_tokens = _number(inputs.get("max_tokens"))
     if max_tokens is not None and float(max_tokens).is_integer():
         found[attr.GEN_AI_REQUEST_MAX_TOKENS] = int(max_tokens)
-    if isinstance(inputs.get("stream"), bool):
-        found[attr.GEN_AI_REQUEST_STREAM] = bool(inputs["stream"])
+    if inputs.get("stream") is True:
+        # Conditionally required only when streaming: unset means not streaming.
+        found[attr.GEN_AI_REQUEST_STREAM] = True
     _put_text(found, attr.GEN_AI_RESPONSE_MODEL, outputs.get("model"))
     _put_text(found, attr.GEN_AI_RESPONSE_ID, outputs.get("id"))
     reasons = _finish_reasons(outputs.get("choices"))
@@ -45,14 +48,16 @@ def model_attributes(inputs: Mapping[str, object], outputs: Mapping[str, object]
     return found
 
 
-def model_content(inputs: Mapping[str, object], outputs: Mapping[str, object]) -> Attributes:
+def model_content(
+    inputs: Mapping[str, object], outputs: Mapping[str, object], max_chars: int
+) -> Attributes:
     found: Attributes = {}
     messages = input_messages(inputs.get("messages"))
     if messages:
-        found[attr.GEN_AI_INPUT_MESSAGES] = _json(messages)
+        found[attr.GEN_AI_INPUT_MESSAGES] = fitted_messages(messages, max_chars)
     replies = output_messages(outputs)
     if replies:
-        found[attr.GEN_AI_OUTPUT_MESSAGES] = _json(replies)
+        found[attr.GEN_AI_OUTPUT_MESSAGES] = fitted_messages(replies, max_chars)
     return found
 
 
@@ -66,13 +71,15 @@ def integration_attributes(inputs: Mapping[str, object]) -> Attributes:
     return found
 
 
-def integration_content(inputs: Mapping[str, object], outputs: object) -> Attributes:
+def integration_content(
+    inputs: Mapping[str, object], outputs: object, max_chars: int
+) -> Attributes:
     found: Attributes = {}
     if "input_mapping" in inputs:
-        found[attr.GEN_AI_TOOL_CALL_ARGUMENTS] = as_text(inputs["input_mapping"])
+        found[attr.GEN_AI_TOOL_CALL_ARGUMENTS] = fitted_text(inputs["input_mapping"], max_chars)
     if outputs is not None:
         result = outputs.get("result", outputs) if isinstance(outputs, Mapping) else outputs
-        found[attr.GEN_AI_TOOL_CALL_RESULT] = as_text(result)
+        found[attr.GEN_AI_TOOL_CALL_RESULT] = fitted_text(result, max_chars)
     return found
 
 
@@ -124,16 +131,32 @@ def openinference_mirror(semantic: Attributes, content: Attributes, *, root: boo
     return mirrored
 
 
+# Where OpenAI-style usage reports each count: (attribute, (detail object or None, key)...).
+_USAGE_FIELDS: Final = (
+    (attr.GEN_AI_USAGE_INPUT_TOKENS, ((None, "prompt_tokens"), (None, "input_tokens"))),
+    (attr.GEN_AI_USAGE_OUTPUT_TOKENS, ((None, "completion_tokens"), (None, "output_tokens"))),
+    (
+        attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+        (("prompt_tokens_details", "cached_tokens"), ("input_tokens_details", "cached_tokens")),
+    ),
+    (
+        attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+        (
+            ("completion_tokens_details", "reasoning_tokens"),
+            ("output_tokens_details", "reasoning_tokens"),
+        ),
+    ),
+)
+
+
 def _usage(usage: object) -> Attributes:
     if not isinstance(usage, Mapping):
         return {}
     found: Attributes = {}
-    for name, keys in (
-        (attr.GEN_AI_USAGE_INPUT_TOKENS, ("prompt_tokens", "input_tokens")),
-        (attr.GEN_AI_USAGE_OUTPUT_TOKENS, ("completion_tokens", "output_tokens")),
-    ):
-        for key in keys:
-            count = _number(usage.get(key))
+    for name, places in _USAGE_FIELDS:
+        for detail, key in places:
+            holder = usage.get(detail) if detail else usage
+            count = _number(holder.get(key)) if isinstance(holder, Mapping) else None
             if count is not None and float(count).is_integer():
                 found[name] = int(count)
                 break
@@ -163,7 +186,3 @@ def _number(value: object) -> int | float | None:
 def _put_text(found: Attributes, name: str, value: object) -> None:
     if isinstance(value, str) and value:
         found[name] = value
-
-
-def _json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

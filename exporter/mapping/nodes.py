@@ -15,7 +15,7 @@ from typing import Final
 from opentelemetry.trace import SpanKind
 
 from exporter.mapping import attributes as attr
-from exporter.mapping.content import as_text
+from exporter.mapping.content import fitted_text
 from exporter.mapping.genai import (
     Attributes,
     integration_attributes,
@@ -23,36 +23,63 @@ from exporter.mapping.genai import (
     model_attributes,
     model_content,
 )
+from exporter.mapping.options import MappingOptions
 
 Record = Mapping[str, object]
-AttributeBuilder = Callable[[Record, Record], Attributes]
-ContentBuilder = Callable[[object, object], Attributes]
+# (inputs, outputs, options) -> attributes; (raw inputs, raw outputs, options) -> content.
+AttributeBuilder = Callable[[Record, Record, MappingOptions], Attributes]
+ContentBuilder = Callable[[object, object, MappingOptions], Attributes]
+# The semantic conventions' span name from the span's attributes, or None: keep node id.
+Namer = Callable[[Attributes], "str | None"]
 
 
-def _no_attributes(inputs: Record, outputs: Record) -> Attributes:
+def _no_attributes(inputs: Record, outputs: Record, options: MappingOptions) -> Attributes:
     return {}
 
 
-def generic_content(input_name: str, output_name: str) -> ContentBuilder:
-    """Inputs and outputs kept whole, as JSON text, under our own names."""
+def _no_name(attributes: Attributes) -> str | None:
+    return None
 
-    def build(inputs: object, outputs: object) -> Attributes:
+
+def generic_content(input_name: str, output_name: str) -> ContentBuilder:
+    """Inputs and outputs as JSON text (plain text stays text), under our own names."""
+
+    def build(inputs: object, outputs: object, options: MappingOptions) -> Attributes:
         found: Attributes = {}
+        limit = options.content_max_length
         if inputs is not None:
-            found[input_name] = as_text(inputs)
+            found[input_name] = fitted_text(inputs, limit)
         if outputs is not None:
-            found[output_name] = as_text(outputs)
+            found[output_name] = fitted_text(outputs, limit)
         return found
 
     return build
 
 
-def _model_content(inputs: object, outputs: object) -> Attributes:
-    return model_content(_as_mapping(inputs), _as_mapping(outputs))
+def semconv_name(operation: str, subject_attribute: str) -> Namer:
+    """`{operation} {subject}`, or the operation alone when the subject is unknown."""
+
+    def name(attributes: Attributes) -> str:
+        subject = attributes.get(subject_attribute)
+        return f"{operation} {subject}" if isinstance(subject, str) and subject else operation
+
+    return name
 
 
-def _integration_content(inputs: object, outputs: object) -> Attributes:
-    return integration_content(_as_mapping(inputs), outputs)
+def _model_attributes(inputs: Record, outputs: Record, options: MappingOptions) -> Attributes:
+    return model_attributes(inputs, outputs, options.genai_provider)
+
+
+def _model_content(inputs: object, outputs: object, options: MappingOptions) -> Attributes:
+    return model_content(_as_mapping(inputs), _as_mapping(outputs), options.content_max_length)
+
+
+def _integration_attributes(inputs: Record, outputs: Record, options: MappingOptions) -> Attributes:
+    return integration_attributes(inputs)
+
+
+def _integration_content(inputs: object, outputs: object, options: MappingOptions) -> Attributes:
+    return integration_content(_as_mapping(inputs), outputs, options.content_max_length)
 
 
 @dataclass(frozen=True)
@@ -62,15 +89,24 @@ class NodeKind:
     span_kind: SpanKind
     attributes: AttributeBuilder
     content: ContentBuilder
+    semconv_name: Namer = _no_name
 
 
 STEP_CONTENT: Final = generic_content(attr.STEP_INPUT, attr.STEP_OUTPUT)
 
 # Model steps are calls to a model server: CLIENT spans, the GenAI `chat` operation.
-MODEL: Final = NodeKind(SpanKind.CLIENT, model_attributes, _model_content)
+MODEL: Final = NodeKind(
+    SpanKind.CLIENT,
+    _model_attributes,
+    _model_content,
+    semconv_name(attr.OP_CHAT, attr.GEN_AI_REQUEST_MODEL),
+)
 # Integrations (Slack, CRMs, ...) are tools the workflow executes: `execute_tool`.
 INTEGRATION: Final = NodeKind(
-    SpanKind.INTERNAL, lambda inputs, _: integration_attributes(inputs), _integration_content
+    SpanKind.INTERNAL,
+    _integration_attributes,
+    _integration_content,
+    semconv_name(attr.OP_EXECUTE_TOOL, attr.GEN_AI_TOOL_NAME),
 )
 # Code, retrieval, conditions and types we do not know: our own names only.
 GENERIC: Final = NodeKind(SpanKind.INTERNAL, _no_attributes, STEP_CONTENT)

@@ -11,11 +11,9 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from exporter.errors import MappingError
@@ -25,9 +23,11 @@ from exporter.mapping.failure import Failure, run_failure, step_failure
 from exporter.mapping.genai import Attributes, openinference_mirror
 from exporter.mapping.graph import EMPTY_GRAPH, WorkflowGraph
 from exporter.mapping.ids import root_span_id, span_context, step_span_id, trace_id_for_run
-from exporter.mapping.nodes import generic_content, infer_node_type, node_kind
+from exporter.mapping.nodes import NodeKind, generic_content, infer_node_type, node_kind
+from exporter.mapping.options import MappingOptions
 from exporter.mapping.status import run_is_terminal, step_is_terminal
 from exporter.mapping.timeparse import parse_optional_timestamp_ns
+from exporter.mapping.traceparent import CallerContext, caller_context
 from exporter.source.models import Run, Step
 
 # Bounds on what one span may carry, whatever the records hold (attribute text is bounded
@@ -52,23 +52,17 @@ class WorkflowInfo:
 
 
 @dataclass(frozen=True)
-class MappingOptions:
-    resource: Resource = field(default_factory=Resource.get_empty)
-    scope: InstrumentationScope = field(
-        default_factory=lambda: InstrumentationScope(attr.SCOPE_NAME)
-    )
-    capture_content: bool = False
-    content_max_length: int = 2048
-    openinference: bool = False  # also write OpenInference names (Arize Phoenix)
-
-
-@dataclass(frozen=True)
 class Problem:
-    """Something in a record we could not use. `skipped`: no span came of it."""
+    """Something in a record we could not use. `skipped`: no span came of it.
+
+    `counted`: the kind it is counted as although nothing was skipped (a skip is counted
+    as its record's kind).
+    """
 
     record: str
     reason: str
     skipped: bool
+    counted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +103,12 @@ def map_run(
 ) -> RunSpans:
     """Spans for every terminal step not yet exported, and the root once the run ended."""
     problems: list[Problem] = []
+    caller = caller_context(run.inputs, options.traceparent_input)
+    if caller.problem is not None:
+        problems.append(Problem(f"run {run.id}", caller.problem, False, "traceparent"))
     trace_id = trace_id_for_run(run.id)
+    if caller.context is not None and options.traceparent_mode == "parent":
+        trace_id = caller.context.trace_id  # the run moves into its caller's trace
     run_start, run_end = _run_times(run, problems)
     terminal = run_is_terminal(run.status, has_end_time=run_end is not None)
     anchor = run_end if run_end is not None else run_start
@@ -135,7 +134,9 @@ def map_run(
     }
     root = None
     if terminal:
-        root = _root_span(workflow, run, views, (run_start, run_end), trace_id, options, problems)
+        root = _root_span(
+            workflow, run, views, (run_start, run_end), trace_id, caller, options, problems
+        )
     return RunSpans(trace_id, terminal, step_spans, root, in_flight, tuple(problems))
 
 
@@ -205,18 +206,20 @@ def _step_span(
     attributes[attr.NODE_TYPE] = view.node_type
     if step.status is not None:
         attributes[attr.STEP_STATUS] = step.status
-    attributes.update(_semantic_attributes(view, options))
+    kind = node_kind(view.node_type, _as_mapping(step.inputs))
+    attributes.update(_semantic_attributes(view, kind, options))
     if view.failure is not None:
         attributes[attr.ERROR_TYPE] = view.failure.error_type
+    name = kind.semconv_name(attributes) if options.span_names == "semconv" else None
     return ReadableSpan(
-        name=truncate(view.node_id or "step", MAX_NAME_LENGTH),
+        name=truncate(name or view.node_id or "step", MAX_NAME_LENGTH),
         context=span_context(trace_id, step_span_id(step.id)),
         parent=span_context(trace_id, root_span_id(run.id)),
         resource=options.resource,
         attributes=_bounded(attributes, options.content_max_length),
         events=_exception_events(view.failure, view.end_ns, options),
         links=_upstream_links(view, index, workflow.graph, trace_id),
-        kind=node_kind(view.node_type, _as_mapping(step.inputs)).span_kind,
+        kind=kind.span_kind,
         status=_status(view.failure, options),
         start_time=view.start_ns,
         end_time=view.end_ns,
@@ -224,13 +227,12 @@ def _step_span(
     )
 
 
-def _semantic_attributes(view: _StepView, options: MappingOptions) -> Attributes:
+def _semantic_attributes(view: _StepView, kind: NodeKind, options: MappingOptions) -> Attributes:
     inputs = _as_mapping(view.step.inputs)
-    kind = node_kind(view.node_type, inputs)
-    found = kind.attributes(inputs, _as_mapping(view.step.outputs))
+    found = kind.attributes(inputs, _as_mapping(view.step.outputs), options)
     content: Attributes = {}
     if options.capture_content:
-        content = kind.content(view.step.inputs, view.step.outputs)
+        content = kind.content(view.step.inputs, view.step.outputs, options)
     mirrored = openinference_mirror(found, content, root=False) if options.openinference else {}
     found.update(content)
     found.update(mirrored)
@@ -297,6 +299,7 @@ def _root_span(
     views: Sequence[_StepView],
     run_window: tuple[int | None, int | None],
     trace_id: int,
+    caller: CallerContext,
     options: MappingOptions,
     problems: list[Problem],
 ) -> ReadableSpan | None:
@@ -318,17 +321,23 @@ def _root_span(
         attributes[attr.ERROR_TYPE] = failure.error_type
     content: Attributes = {}
     if options.capture_content:
-        content = RUN_CONTENT(run.inputs, run.outputs)
+        content = RUN_CONTENT(run.inputs, run.outputs, options)
         attributes.update(content)
     if options.openinference:
         attributes.update(openinference_mirror(attributes, content, root=True))
+    name = workflow.display_name
+    if options.span_names == "semconv":
+        name = f"{attr.OP_INVOKE_WORKFLOW} {name}"
+    parent = caller.context if options.traceparent_mode == "parent" else None
+    links = [] if caller.context is None or parent is not None else [Link(caller.context)]
     return ReadableSpan(
-        name=truncate(workflow.display_name, MAX_NAME_LENGTH),
+        name=truncate(name, MAX_NAME_LENGTH),
         context=span_context(trace_id, root_span_id(run.id)),
-        parent=None,
+        parent=parent,
         resource=options.resource,
         attributes=_bounded(attributes, options.content_max_length),
         events=_exception_events(failure, end, options),
+        links=links,
         kind=SpanKind.INTERNAL,
         status=_status(failure, options),
         start_time=start,
@@ -366,12 +375,11 @@ def _common_attributes(workflow: WorkflowInfo, run: Run) -> Attributes:
 
 
 def _exception_events(failure: Failure | None, at_ns: int, options: MappingOptions) -> list[Event]:
-    if failure is None:
+    if failure is None or not failure.is_exception:
         return []
-    attributes: Attributes = {
-        attr.EXCEPTION_TYPE: failure.error_type,
-        attr.EXCEPTION_MESSAGE: failure.message,
-    }
+    attributes: Attributes = {attr.EXCEPTION_MESSAGE: failure.message}
+    if failure.exception_type is not None:
+        attributes[attr.EXCEPTION_TYPE] = failure.exception_type
     if failure.stacktrace:
         attributes[attr.EXCEPTION_STACKTRACE] = failure.stacktrace
     bounded = _bounded(attributes, options.content_max_length)

@@ -44,6 +44,7 @@ WORKFLOW_METRICS: Final = (
         "gen_ai_client_token_usage",
         "histogram",
         "gen_ai_operation_name",
+        "gen_ai_provider_name",
         "gen_ai_request_model",
         "gen_ai_response_model",
         "gen_ai_token_type",
@@ -52,7 +53,9 @@ WORKFLOW_METRICS: Final = (
         "gen_ai_client_operation_duration_seconds",
         "histogram",
         "gen_ai_operation_name",
+        "gen_ai_provider_name",
         "gen_ai_request_model",
+        "gen_ai_response_model",
         "error_type",  # only on failures
     ),
 )

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from exporter.mapping.attributes import SCOPE_NAME
 from exporter.mapping.graph import WorkflowGraph, graph_from_api, graph_from_mermaid
-from exporter.mapping.spans import MappingOptions, WorkflowInfo, map_run
+from exporter.mapping.options import MappingOptions, default_scope
+from exporter.mapping.spans import WorkflowInfo, map_run
 from exporter.sink.encoding import to_otlp_dict
 from exporter.source.models import Run, Step, Workflow, parse_records
 
@@ -24,7 +23,9 @@ SEED_RUN_ID = "5b69669f-975a-49af-a33a-61ff9ae5a20f"
 JOKE_WORKFLOW_ID = "7c1e2f34-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
 HI_WORKFLOW_ID = "1234f567-bb12-1234-b7cd-f7a71a98cd24"
 # A fixed scope version keeps the golden files independent of the package version.
-OPTIONS = MappingOptions(scope=InstrumentationScope(SCOPE_NAME, "golden"))
+OPTIONS = MappingOptions(scope=default_scope("golden"))
+# A caller's span context, as a service that started the run would pass it.
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def load(shared_dir: Path, name: str) -> Any:
@@ -60,6 +61,22 @@ class Case:
     run: Run
     steps: list[Step]
     options: MappingOptions = OPTIONS
+    problem: str | None = None  # the one problem the mapping must report, if any
+
+
+def with_inputs(run: Run, **inputs: Any) -> Run:
+    return run.model_copy(update={"inputs": {**(run.inputs or {}), **inputs}})
+
+
+def failed_steps(document: list[Any]) -> list[Step]:
+    """The documented steps, failing: the model with an exception, Slack with an error code."""
+    model, slack = json.loads(json.dumps(document))
+    model["status"] = "failed"
+    model["error"] = "RateLimitError: upstream model returned 429"
+    slack["outputs"]["result"].update(
+        {"successful": False, "successfull": False, "error": {"code": "channel_not_found"}}
+    )
+    return steps_of([model, slack])
 
 
 def cases(shared_dir: Path) -> list[Case]:
@@ -70,6 +87,14 @@ def cases(shared_dir: Path) -> list[Case]:
     hi_run = Run.model_validate(load(shared_dir, "run.json")[0])
     fixture_steps = steps_of(load(shared_dir, "steps-model-slack.json"))
     content = MappingOptions(scope=OPTIONS.scope, capture_content=True, content_max_length=64)
+    semconv = MappingOptions(
+        scope=OPTIONS.scope, capture_content=True, content_max_length=256, span_names="semconv"
+    )
+    parent = MappingOptions(scope=OPTIONS.scope, traceparent_mode="parent")
+    called = with_inputs(seed_run, traceparent=TRACEPARENT)
+    failed_run = seed_run.model_copy(
+        update={"status": "failed", "error": "TimeoutError: the run exceeded 300 s"}
+    )
     return [
         Case("joke-to-slack-run", joke, seed_run, fixture_steps),
         Case("joke-to-slack-run-content", joke, seed_run, fixture_steps, content),
@@ -91,12 +116,32 @@ def cases(shared_dir: Path) -> list[Case]:
         ),
         Case("joke-to-slack-history-run", joke, older_run, []),
         Case("hi-run", workflow_info(shared_dir, HI_WORKFLOW_ID), hi_run, []),
+        # ORCHESTRA_SPAN_NAMES=semconv: chat {model}, execute_tool {tool}, invoke_workflow.
+        Case("joke-to-slack-run-semconv", joke, seed_run, fixture_steps, semconv),
+        # A caller's traceparent in the run's inputs: a link, or (parent mode) the parent.
+        Case("joke-to-slack-run-traceparent-link", joke, called, fixture_steps),
+        Case("joke-to-slack-run-traceparent-parent", joke, called, fixture_steps, parent),
+        Case(
+            "joke-to-slack-run-traceparent-malformed",
+            joke,
+            with_inputs(seed_run, traceparent="00-not-a-traceparent-01"),
+            fixture_steps,
+            problem="inputs.traceparent is not a W3C traceparent (ignored)",
+        ),
+        # Failures: an exception (event) beside an error code (error.type only).
+        Case(
+            "joke-to-slack-run-failed",
+            joke,
+            failed_run,
+            failed_steps(load(shared_dir, "steps-model-slack.json")),
+        ),
     ]
 
 
 def render(case: Case) -> dict[str, Any]:
     mapped = map_run(case.workflow, case.run, case.steps, case.options)
-    assert mapped.problems == ()
+    reasons = [problem.reason for problem in mapped.problems]
+    assert reasons == ([case.problem] if case.problem else [])
     return to_otlp_dict(mapped.all_spans())
 
 
@@ -125,6 +170,11 @@ CASE_NAMES = [
     "seed-steps-no-graph",
     "joke-to-slack-history-run",
     "hi-run",
+    "joke-to-slack-run-semconv",
+    "joke-to-slack-run-traceparent-link",
+    "joke-to-slack-run-traceparent-parent",
+    "joke-to-slack-run-traceparent-malformed",
+    "joke-to-slack-run-failed",
 ]
 
 

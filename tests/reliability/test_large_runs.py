@@ -31,7 +31,8 @@ import pytest
 
 from exporter.emulator import Emulator, ManualClock, Scenario
 from exporter.mapping.graph import graph_from_api
-from exporter.mapping.spans import MappingOptions, WorkflowInfo, map_run
+from exporter.mapping.options import MappingOptions
+from exporter.mapping.spans import WorkflowInfo, map_run
 from exporter.source.models import Run, Step, parse_records
 from tests.integration.harness import API_KEY, World
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedRequest

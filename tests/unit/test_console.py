@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from exporter.mapping.graph import graph_from_api
-from exporter.mapping.spans import MappingOptions, WorkflowInfo, map_run
+from exporter.mapping.options import MappingOptions
+from exporter.mapping.spans import WorkflowInfo, map_run
 from exporter.sink.console import TreeSink
 from exporter.source.models import Run, Step, Workflow, parse_records
 

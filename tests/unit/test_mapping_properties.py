@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -599,7 +600,7 @@ def test_mapping_keeps_the_trace_contract(case: Case) -> None:
     check_step_accounting(case, run, steps, result, already=frozenset())
     check_ids(case, run, steps, result)
     check_times(case, result)
-    check_statuses(run, steps, result)
+    check_statuses(run, steps, result, case.options.content_max_length)
     check_bounds(case, result)
     # The same accounting holds when some steps were exported by an earlier poll.
     partial = case.map()
@@ -705,7 +706,7 @@ def check_times(case: Case, result: RunSpans) -> None:
     assert root.end_time == max([*ends, root.start_time])
 
 
-def check_statuses(run: Run, steps: list[Step], result: RunSpans) -> None:
+def check_statuses(run: Run, steps: list[Step], result: RunSpans, limit: int) -> None:
     first: dict[str, Step] = {}
     for step in steps:
         first.setdefault(step.id, step)
@@ -713,25 +714,40 @@ def check_statuses(run: Run, steps: list[Step], result: RunSpans) -> None:
     for step_id, span in result.steps.items():
         failed = step_failed(first[step_id])
         any_step_failed |= failed
-        check_status(span, failed)
+        check_status(span, failed, limit)
     if result.root is not None:
-        check_status(result.root, run_failed(run) or any_step_failed)
+        check_status(result.root, run_failed(run) or any_step_failed, limit)
 
 
-def check_status(span: ReadableSpan, failed: bool) -> None:
+# An exception type name, written out from docs/design.md ("Errors"): only such failures,
+# and those with a stack trace, get an `exception` event.
+EXCEPTION_NAME = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|Timeout|Failure|Exit)")
+
+
+def check_status(span: ReadableSpan, failed: bool, limit: int) -> None:
     attributes = span.attributes or {}
     expected = StatusCode.ERROR if failed else StatusCode.UNSET
     assert span.status.status_code is expected, (span.name, dict(attributes))
     assert ("error.type" in attributes) is failed
     events = [e for e in span.events if e.name == "exception"]
-    assert len(events) == int(failed)
-    if failed:
-        assert span.status.description, "an ERROR status says what went wrong"
-        event_attributes = events[0].attributes or {}
+    if not failed:
+        assert not events
+        return
+    assert span.status.description, "an ERROR status says what went wrong"
+    error_type = str(attributes["error.type"])
+    if EXCEPTION_NAME.fullmatch(error_type):
+        assert len(events) == 1, "a failure with an exception type is an exception"
+    elif len(error_type) < limit:  # a type cut to the limit may have lost its suffix
+        assert len(events) <= 1
+        for event in events:
+            assert "exception.stacktrace" in (event.attributes or {}), "only for a traceback"
+            assert "exception.type" not in (event.attributes or {})
+    for event in events:
+        event_attributes = event.attributes or {}
         assert event_attributes["exception.message"] == span.status.description
-        error_type = str(attributes["error.type"])
-        assert str(event_attributes["exception.type"]).startswith(error_type.removesuffix("…"))
-        assert events[0].timestamp == span.end_time
+        if "exception.type" in event_attributes:
+            assert str(event_attributes["exception.type"]).startswith(error_type.removesuffix("…"))
+        assert event.timestamp == span.end_time
 
 
 def check_determinism(case: Case, everything: RunSpans, partial: RunSpans) -> None:
@@ -802,7 +818,7 @@ def test_event_and_link_attribute_text_is_bounded_too() -> None:
     long = "Q" * 5000
     result = _map(
         [
-            _step("a", node_id="n" + long, status="failed", error={"type": long, "message": "m"}),
+            _step("a", node_id="n" + long, status="failed", error={"type": long + "Error"}),
             _step("b", node_id="b", inputs={"input_data": {"n" + long: "x"}}),
         ],
         content_max_length=100,
