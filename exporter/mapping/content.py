@@ -17,6 +17,8 @@ from typing import Any, Final
 ELLIPSIS: Final = "…"
 # What a missing finish reason is written as: the output schema requires one.
 UNKNOWN_FINISH_REASON: Final = "unknown"
+# The message schema's structural fields: never cut, or the message would not validate.
+MESSAGE_FIELDS: Final = frozenset({"role", "type", "id", "name", "finish_reason", "mime_type"})
 _FIT_ROUNDS: Final = 8
 
 
@@ -57,7 +59,7 @@ def fitted_messages(messages: list[dict[str, Any]], max_chars: int) -> str:
     """
     kept = [dict(message, parts=list(message.get("parts", []))) for message in messages]
     while True:
-        fitted = fit_json(kept, max_chars)
+        fitted = fit_json(kept, max_chars, keep=MESSAGE_FIELDS)
         if fitted is not None:
             return fitted
         if not kept:
@@ -68,19 +70,22 @@ def fitted_messages(messages: list[dict[str, Any]], max_chars: int) -> str:
             kept.pop()
 
 
-def fit_json(value: object, max_chars: int) -> str | None:
-    """JSON of `value` with its strings cut so the text fits, or None if it cannot fit."""
+def fit_json(value: object, max_chars: int, *, keep: frozenset[str] = frozenset()) -> str | None:
+    """JSON of `value` with its strings cut so the text fits, or None if it cannot fit.
+
+    Strings held under a key in `keep` are never cut.
+    """
     text = _dumps(value)
     if len(text) <= max_chars:
         return text
-    strings = _strings(value)
-    skeleton = _dumps(_map_strings(value, lambda _: ""))
+    strings = _strings(value, keep)
+    skeleton = _dumps(_map_strings(value, lambda _: "", keep))
     budget = max_chars - len(skeleton)
     if budget < 0:
         return None
     costs = [_cost(s) for s in strings]
     for _ in range(_FIT_ROUNDS):
-        text = _dumps(_map_strings(value, _cutter(_fair_cap(costs, budget))))
+        text = _dumps(_map_strings(value, _cutter(_fair_cap(costs, budget)), keep))
         if len(text) <= max_chars:
             return text
         budget -= len(text) - max_chars
@@ -158,25 +163,31 @@ def _dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def _strings(value: object) -> list[str]:
+def _strings(value: object, keep: frozenset[str]) -> list[str]:
     found: list[str] = []
 
-    def keep(text: str) -> str:
+    def collect(text: str) -> str:
         found.append(text)
         return text
 
-    _map_strings(value, keep)
+    _map_strings(value, collect, keep)
     return found
 
 
-def _map_strings(value: object, change: Callable[[str], Any]) -> Any:
-    """The same structure with every string value (not dict keys) passed through `change`."""
+def _map_strings(value: object, change: Callable[[str], Any], keep: frozenset[str]) -> Any:
+    """The same structure with every string value passed through `change`, except dict
+    keys and the values of keys in `keep`."""
     if isinstance(value, str):
         return change(value)
     if isinstance(value, Mapping):
-        return {str(key): _map_strings(item, change) for key, item in value.items()}
+        return {
+            str(key): item
+            if key in keep and isinstance(item, str)
+            else _map_strings(item, change, keep)
+            for key, item in value.items()
+        }
     if isinstance(value, (list, tuple)):
-        return [_map_strings(item, change) for item in value]
+        return [_map_strings(item, change, keep) for item in value]
     if isinstance(value, (int, float, bool)) or value is None:
         return value
     return change(str(value))

@@ -106,8 +106,11 @@ def openinference_mirror(semantic: Attributes, content: Attributes, *, root: boo
     mirrored: Attributes = {attr.OI_SPAN_KIND: attr.OI_KIND_CHAIN if root else kind}
     for source, target in (
         (attr.GEN_AI_REQUEST_MODEL, attr.OI_LLM_MODEL_NAME),
+        (attr.GEN_AI_PROVIDER_NAME, attr.OI_LLM_PROVIDER),
         (attr.GEN_AI_USAGE_INPUT_TOKENS, attr.OI_LLM_TOKENS_PROMPT),
         (attr.GEN_AI_USAGE_OUTPUT_TOKENS, attr.OI_LLM_TOKENS_COMPLETION),
+        (attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, attr.OI_LLM_TOKENS_CACHE_READ),
+        (attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, attr.OI_LLM_TOKENS_REASONING),
         (attr.GEN_AI_TOOL_NAME, attr.OI_TOOL_NAME),
     ):
         if source in semantic:

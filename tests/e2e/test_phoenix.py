@@ -370,6 +370,7 @@ def test_openinference_names_make_phoenix_show_llm_and_tool_spans(make_world: An
             if kind == "model":
                 assert span_kind(span) == "LLM", span
                 assert attrs["llm.model_name"] == step["inputs"]["model"]
+                assert attrs["llm.provider"] == attrs["gen_ai.provider.name"] == "arcee"
                 user_prompt = step["inputs"]["messages"][-1]["content"]
                 assert user_prompt in json_strings(attrs["input.value"])
                 usage = (step.get("outputs") or {}).get("usage")
