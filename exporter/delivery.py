@@ -108,13 +108,23 @@ class Delivery:
                 return
             after = batch[-1].id
             spans, unreadable = self._decode(batch)
-            if spans and not await self._worker.run(self._sink.export, spans):
+            if spans and not await self._export(spans):
                 self._export_failed(result, len(spans))
                 return
             self._failures = 0
             self._confirm(batch, spans)
             result.spans_exported += len(spans)
             self._reporter.skipped("spooled_span", unreadable)
+
+    async def _export(self, spans: Sequence[ReadableSpan]) -> bool:
+        """The sink's confirmation. A sink that raises confirmed nothing: a refusal, with
+        its backoff, rather than a poll that fails as a whole every interval."""
+        try:
+            return await self._worker.run(self._sink.export, spans)
+        except Exception as exc:
+            reason = f"export raised {type(exc).__name__}: {exc}"
+            self._reporter.once(f"span sink {self._sink.name}", reason)
+            return False
 
     def _confirm(self, batch: Sequence[Spooled], spans: Sequence[ReadableSpan]) -> None:
         now = self._clock()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -187,6 +187,43 @@ def test_the_backoff_follows_the_monotonic_clock_not_the_wall_clock(setup: Setup
     assert setup.flush().spans_exported == 0
     setup.monotonic.advance(5)
     assert setup.flush().spans_exported == 2
+
+
+class RaisingSink(RecordingSink):
+    """A sink that breaks instead of answering (a console whose stdout was closed)."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> bool:
+        if self.refusing:
+            self.batches.append(len(spans))
+            raise BrokenPipeError("[Errno 32] Broken pipe")
+        return super().export(spans)
+
+
+def test_a_sink_that_raises_is_a_refusal_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger(tmp_path / "ledger.db")
+    sink = RaisingSink()
+    setup = Setup(ledger, DeliverySettings(), sink)
+    setup.capture(_capture(1, 2))
+    sink.refusing = True
+    with caplog.at_level(logging.WARNING, logger="exporter.problems"):
+        first = setup.flush()
+        setup.monotonic.advance(5)
+        second = setup.flush()
+
+    for result in (first, second):
+        assert result.export_failed and result.pending_spans == 3
+    assert "next attempt in 5s" in first.errors[-1]
+    assert "next attempt in 10s" in second.errors[-1]
+    said = [r.getMessage() for r in caplog.records if "BrokenPipeError" in r.getMessage()]
+    assert said == ["span sink recording: export raised BrokenPipeError: [Errno 32] Broken pipe"]
+
+    sink.refusing = False
+    setup.monotonic.advance(10)
+    assert setup.flush().spans_exported == 3 and sink.duplicates() == []
+    setup.delivery.close()
+    ledger.close()
 
 
 def test_force_sends_even_while_backing_off(setup: Setup) -> None:
