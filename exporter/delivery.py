@@ -62,6 +62,7 @@ class Delivery:
         settings: DeliverySettings,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ledger = ledger
         self._sink = sink
@@ -70,9 +71,10 @@ class Delivery:
         self._reporter = reporter
         self._settings = settings
         self._clock = clock
+        self._monotonic = monotonic  # the backoff's clock: wall-clock jumps must not move it
         self._worker = ExportWorker()
         self._failures = 0
-        self._resume_at = 0.0  # time.monotonic() before which no export is tried
+        self._resume_at = 0.0  # self._monotonic() before which no export is tried
 
     @property
     def sink_name(self) -> str:
@@ -85,7 +87,7 @@ class Delivery:
 
     async def flush(self, result: PollResult, *, force: bool = False) -> None:
         """Send the spool until it is empty or refused (`force`: even while backing off)."""
-        wait = self._resume_at - time.monotonic()
+        wait = self._resume_at - self._monotonic()
         if wait > 0 and not force:
             result.errors.append(f"{self._sink.name}: exports paused {wait:.0f}s more")
         else:
@@ -106,13 +108,23 @@ class Delivery:
                 return
             after = batch[-1].id
             spans, unreadable = self._decode(batch)
-            if spans and not await self._worker.run(self._sink.export, spans):
+            if spans and not await self._export(spans):
                 self._export_failed(result, len(spans))
                 return
             self._failures = 0
             self._confirm(batch, spans)
             result.spans_exported += len(spans)
             self._reporter.skipped("spooled_span", unreadable)
+
+    async def _export(self, spans: Sequence[ReadableSpan]) -> bool:
+        """The sink's confirmation. A sink that raises confirmed nothing: a refusal, with
+        its backoff, rather than a poll that fails as a whole every interval."""
+        try:
+            return await self._worker.run(self._sink.export, spans)
+        except Exception as exc:
+            reason = f"export raised {type(exc).__name__}: {exc}"
+            self._reporter.once(f"span sink {self._sink.name}", reason)
+            return False
 
     def _confirm(self, batch: Sequence[Spooled], spans: Sequence[ReadableSpan]) -> None:
         now = self._clock()
@@ -145,7 +157,7 @@ class Delivery:
             self._settings.backoff_cap_s,
             self._settings.backoff_base_s * 2 ** min(self._failures - 1, 16),
         )
-        self._resume_at = time.monotonic() + delay
+        self._resume_at = self._monotonic() + delay
         result.note_error(
             ExportError(
                 f"{self._sink.name}: the span export was not confirmed; "

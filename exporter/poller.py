@@ -60,6 +60,7 @@ class Poller:
         *,
         telemetry: Telemetry | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.ledger = ledger
@@ -91,6 +92,7 @@ class Poller:
             self.reporter,
             DeliverySettings(export_batch_size=settings.export_batch_size),
             clock=clock,
+            monotonic=monotonic,
         )
         self._next_prune = 0.0
 

@@ -39,11 +39,13 @@ class Daemon:
         *,
         poll_interval: float,
         discovery_interval: float,
+        shutdown_grace_s: float = SHUTDOWN_GRACE_S,
     ) -> None:
         self._poll = poll
         self._discover = discover
         self._poll_interval = poll_interval
         self._discovery_interval = discovery_interval
+        self._shutdown_grace_s = shutdown_grace_s
         self._stop = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
 
@@ -117,9 +119,10 @@ class Daemon:
         """
         if not self._running:
             return
-        log.info("stopping: waiting up to %.0fs for the poll under way", SHUTDOWN_GRACE_S)
+        grace = self._shutdown_grace_s
+        log.info("stopping: waiting up to %.0fs for the poll under way", grace)
         pending = set(self._running)
-        _, late = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_S)
+        _, late = await asyncio.wait(pending, timeout=grace)
         for task in late:
             task.cancel()
         if late:

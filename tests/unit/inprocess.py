@@ -1,0 +1,156 @@
+"""In-process parts for the tests of the stateful core: no subprocess, no sleeping.
+
+The poll cycle runs in the test's own event loop against the real emulator (a real HTTP
+server in a thread) whose runs move only when a `ManualClock` is advanced; spans go to a
+`RecordingSink` that keeps them, and refuses them while told to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from exporter.emulator import Emulator, ManualClock, Scenario
+from exporter.emulator.demo import demo_workflows
+from exporter.emulator.graph import parse_time_us
+from exporter.mapping.ids import trace_id_for_run
+from exporter.mapping.spans import MappingOptions
+from exporter.poller import Poller, PollSettings
+from exporter.source.client import OrchestraClient
+from exporter.source.retry import RetryPolicy
+from exporter.state import Ledger
+from exporter.telemetry import Telemetry
+
+T = TypeVar("T")
+API_KEY = "in-process-key"
+START = 1_750_000_000.0  # where every ManualClock of these tests starts
+# One attempt per request: a fault rule answers at once instead of after retries.
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+class RecordingSink:
+    """A span sink that keeps what it confirms; `refusing` makes it confirm nothing."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+        self.batches: list[int] = []  # size of each export request, refused ones too
+        self.refusing = False
+
+    @property
+    def attempts(self) -> int:
+        return len(self.batches)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> bool:
+        self.batches.append(len(spans))
+        if self.refusing:
+            return False
+        self.spans.extend(spans)
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+    def keys(self) -> list[tuple[int, int]]:
+        """(trace id, span id) of every confirmed span, duplicates included."""
+        return [(s.context.trace_id, s.context.span_id) for s in self.spans if s.context]
+
+    def trace_ids(self) -> set[int]:
+        return {trace_id for trace_id, _ in self.keys()}
+
+    def roots(self) -> list[ReadableSpan]:
+        return [span for span in self.spans if span.parent is None]
+
+    def of_run(self, run_id: str) -> list[str]:
+        """Names of the confirmed spans of one run in export order (steps: node ids)."""
+        trace_id = trace_id_for_run(run_id)
+        return [s.name for s in self.spans if s.context and s.context.trace_id == trace_id]
+
+    def duplicates(self) -> list[tuple[int, int]]:
+        return [key for key, count in Counter(self.keys()).items() if count > 1]
+
+
+def trace_ids_of(run_ids: Sequence[str] | dict[str, int]) -> set[int]:
+    return {trace_id_for_run(run_id) for run_id in run_ids}
+
+
+def demo_scenario_at(clock: ManualClock, *, seed: int = 7) -> Scenario:
+    """The demo's four workflows, with no runs yet: each test adds the runs it needs."""
+    return Scenario(demo_workflows(clock()), clock=clock, seed=seed)
+
+
+def finished_runs(
+    scenario: Scenario, workflow_id: str, *, ended_after: float | None = None
+) -> dict[str, int]:
+    """Run id -> span count (steps + root) of the runs the API shows finished now."""
+    found = {}
+    for record in scenario.runs(workflow_id) or []:
+        end = record["end_time"]
+        if end is None or (ended_after is not None and parse_time_us(end) < ended_after * 1e6):
+            continue
+        steps = scenario.steps(workflow_id, record["id"]) or []
+        found[record["id"]] = len(steps) + 1
+    return found
+
+
+@dataclass
+class Rig:
+    """The emulator serving a scenario, a ledger file, a recording sink and the clocks.
+
+    The scenario's ManualClock is also the poller's wall clock, so the poller and the API
+    agree on "now"; `monotonic` is the export backoff's clock. `run(body)` serves the
+    scenario and runs `body` in a fresh event loop; `poller()` opens a poller in it.
+    """
+
+    scenario: Scenario
+    ledger_path: Path
+    emulator_options: dict[str, Any] = field(default_factory=dict)
+    sink: RecordingSink = field(default_factory=RecordingSink)
+    monotonic: ManualClock = field(default_factory=lambda: ManualClock(0.0))
+    telemetry: Telemetry = field(default_factory=Telemetry)
+
+    def __post_init__(self) -> None:
+        assert isinstance(self.scenario.clock, ManualClock)
+        self.clock: ManualClock = self.scenario.clock
+        self.emulator = Emulator(self.scenario, api_key=API_KEY, **self.emulator_options)
+
+    def run(self, body: Callable[[Rig], Awaitable[T]]) -> T:
+        with self.emulator:
+            return asyncio.run(body(self))
+
+    def requests(self) -> Counter[str]:
+        """Requests the emulator answered so far, by endpoint kind."""
+        return Counter(self.emulator.stats()["by_kind"])
+
+    @asynccontextmanager
+    async def poller(
+        self, client_class: type[OrchestraClient] = OrchestraClient, **settings: Any
+    ) -> AsyncIterator[Poller]:
+        """A poller of its own client and ledger, closed on exit (settings: PollSettings)."""
+        client = client_class(self.emulator.base_url, API_KEY, retry=NO_RETRY)
+        ledger = Ledger(self.ledger_path)
+        poller = Poller(
+            client,
+            ledger,
+            self.sink,
+            MappingOptions(),
+            PollSettings(**settings),
+            telemetry=self.telemetry,
+            clock=self.clock,
+            monotonic=self.monotonic,
+        )
+        client.on_rejected = poller.reporter.rejected
+        try:
+            yield poller
+        finally:
+            poller.close()
+            ledger.close()
+            await client.aclose()
