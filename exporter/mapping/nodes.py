@@ -71,7 +71,7 @@ def _model_attributes(inputs: Record, outputs: Record, options: MappingOptions) 
 
 
 def _model_content(inputs: object, outputs: object, options: MappingOptions) -> Attributes:
-    return model_content(_as_mapping(inputs), _as_mapping(outputs), options.content_max_length)
+    return model_content(as_mapping(inputs), as_mapping(outputs), options.content_max_length)
 
 
 def _integration_attributes(inputs: Record, outputs: Record, options: MappingOptions) -> Attributes:
@@ -79,7 +79,7 @@ def _integration_attributes(inputs: Record, outputs: Record, options: MappingOpt
 
 
 def _integration_content(inputs: object, outputs: object, options: MappingOptions) -> Attributes:
-    return integration_content(_as_mapping(inputs), outputs, options.content_max_length)
+    return integration_content(as_mapping(inputs), outputs, options.content_max_length)
 
 
 @dataclass(frozen=True)
@@ -138,5 +138,6 @@ def infer_node_type(inputs: Record, outputs: Record) -> str:
     return attr.NODE_TYPE_UNKNOWN
 
 
-def _as_mapping(value: object) -> Record:
+def as_mapping(value: object) -> Record:
+    """The value when it is a JSON object, else an empty one: records are untrusted."""
     return value if isinstance(value, Mapping) else {}

@@ -8,7 +8,6 @@ Spans are the SDK's `ReadableSpan`, which the OTLP exporters encode as they are.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -16,17 +15,23 @@ from dataclasses import dataclass
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from exporter.errors import MappingError
 from exporter.mapping import attributes as attr
 from exporter.mapping.content import truncate
-from exporter.mapping.failure import Failure, run_failure, step_failure
+from exporter.mapping.failure import Failure, run_failure
 from exporter.mapping.genai import Attributes, openinference_mirror
 from exporter.mapping.graph import EMPTY_GRAPH, WorkflowGraph
 from exporter.mapping.ids import root_span_id, span_context, step_span_id, trace_id_for_run
-from exporter.mapping.nodes import NodeKind, generic_content, infer_node_type, node_kind
+from exporter.mapping.nodes import NodeKind, as_mapping, generic_content, node_kind
 from exporter.mapping.options import MappingOptions
 from exporter.mapping.status import run_is_terminal, step_is_terminal
-from exporter.mapping.timeparse import parse_optional_timestamp_ns
+from exporter.mapping.steps import (
+    Problem,
+    StepIndex,
+    StepView,
+    run_times,
+    upstream_nodes,
+    view_step,
+)
 from exporter.mapping.traceparent import CallerContext, caller_context
 from exporter.source.models import Run, Step
 
@@ -52,20 +57,6 @@ class WorkflowInfo:
 
 
 @dataclass(frozen=True)
-class Problem:
-    """Something in a record we could not use. `skipped`: no span came of it.
-
-    `counted`: the kind it is counted as although nothing was skipped (a skip is counted
-    as its record's kind).
-    """
-
-    record: str
-    reason: str
-    skipped: bool
-    counted: str | None = None
-
-
-@dataclass(frozen=True)
 class RunSpans:
     trace_id: int
     run_terminal: bool
@@ -79,18 +70,6 @@ class RunSpans:
         if self.root is not None:
             spans.append(self.root)
         return spans
-
-
-@dataclass(frozen=True)
-class _StepView:
-    """A step with its parsed times and classification, shared by several builders."""
-
-    step: Step
-    node_id: str
-    start_ns: int
-    end_ns: int
-    node_type: str
-    failure: Failure | None
 
 
 def map_run(
@@ -109,10 +88,10 @@ def map_run(
     trace_id = trace_id_for_run(run.id)
     if caller.context is not None and options.traceparent_mode == "parent":
         trace_id = caller.context.trace_id  # the run moves into its caller's trace
-    run_start, run_end = _run_times(run, problems)
+    run_start, run_end = run_times(run, problems)
     terminal = run_is_terminal(run.status, has_end_time=run_end is not None)
     anchor = run_end if run_end is not None else run_start
-    views: list[_StepView] = []
+    views: list[StepView] = []
     in_flight = 0
     seen: set[str] = set()
     for step in steps:
@@ -123,10 +102,10 @@ def map_run(
         if not step_is_terminal(step.status, run_terminal=terminal):
             in_flight += 1
             continue
-        view = _view_step(step, workflow.graph, anchor, problems)
+        view = view_step(step, workflow.graph, anchor, problems)
         if view is not None:
             views.append(view)
-    index = _StepIndex.of(views)
+    index = StepIndex.of(views)
     step_spans = {
         view.step.id: _step_span(view, index, workflow, run, trace_id, options)
         for view in views
@@ -140,59 +119,12 @@ def map_run(
     return RunSpans(trace_id, terminal, step_spans, root, in_flight, tuple(problems))
 
 
-# --- times -----------------------------------------------------------------------------
-
-
-def _run_times(run: Run, problems: list[Problem]) -> tuple[int | None, int | None]:
-    return (
-        _optional_time(run.start_time, f"run {run.id}", "start_time", problems),
-        _optional_time(run.end_time, f"run {run.id}", "end_time", problems),
-    )
-
-
-def _optional_time(value: object, record: str, name: str, problems: list[Problem]) -> int | None:
-    try:
-        return parse_optional_timestamp_ns(value)
-    except MappingError as exc:
-        problems.append(Problem(record, f"{name}: {exc}", skipped=False))
-        return None
-
-
-def _step_window(step: Step, anchor: int | None, problems: list[Problem]) -> tuple[int, int] | None:
-    record = f"step {step.id}"
-    start = _optional_time(step.start_time, record, "start_time", problems)
-    end = _optional_time(step.end_time, record, "end_time", problems)
-    start = start if start is not None else end if end is not None else anchor
-    if start is None:
-        problems.append(Problem(record, "no usable start or end time", skipped=True))
-        return None
-    # End before start (clock skew) becomes a zero-length span, never a negative one.
-    end = start if end is None or end < start else end
-    return start, end
-
-
 # --- steps -----------------------------------------------------------------------------
 
 
-def _view_step(
-    step: Step, graph: WorkflowGraph, anchor: int | None, problems: list[Problem]
-) -> _StepView | None:
-    window = _step_window(step, anchor, problems)
-    if window is None:
-        return None
-    node_id = step.node_id or ""
-    inputs, outputs = _as_mapping(step.inputs), _as_mapping(step.outputs)
-    node_type = graph.node_types.get(node_id) or infer_node_type(inputs, outputs)
-    subject = inputs.get("app_name") if isinstance(inputs.get("app_name"), str) else None
-    failure = step_failure(
-        step.status, step.error, step.outputs, subject=str(subject or node_id or "step")
-    )
-    return _StepView(step, node_id, window[0], window[1], node_type, failure)
-
-
 def _step_span(
-    view: _StepView,
-    index: _StepIndex,
+    view: StepView,
+    index: StepIndex,
     workflow: WorkflowInfo,
     run: Run,
     trace_id: int,
@@ -206,7 +138,7 @@ def _step_span(
     attributes[attr.NODE_TYPE] = view.node_type
     if step.status is not None:
         attributes[attr.STEP_STATUS] = step.status
-    kind = node_kind(view.node_type, _as_mapping(step.inputs))
+    kind = node_kind(view.node_type, as_mapping(step.inputs))
     attributes.update(_semantic_attributes(view, kind, options))
     if view.failure is not None:
         attributes[attr.ERROR_TYPE] = view.failure.error_type
@@ -227,9 +159,9 @@ def _step_span(
     )
 
 
-def _semantic_attributes(view: _StepView, kind: NodeKind, options: MappingOptions) -> Attributes:
-    inputs = _as_mapping(view.step.inputs)
-    found = kind.attributes(inputs, _as_mapping(view.step.outputs), options)
+def _semantic_attributes(view: StepView, kind: NodeKind, options: MappingOptions) -> Attributes:
+    inputs = as_mapping(view.step.inputs)
+    found = kind.attributes(inputs, as_mapping(view.step.outputs), options)
     content: Attributes = {}
     if options.capture_content:
         content = kind.content(view.step.inputs, view.step.outputs, options)
@@ -239,40 +171,14 @@ def _semantic_attributes(view: _StepView, kind: NodeKind, options: MappingOption
     return found
 
 
-@dataclass(frozen=True)
-class _StepIndex:
-    """Steps by node, in start order: links are found by bisection, not by scanning."""
-
-    by_node: Mapping[str, list[_StepView]]
-    starts: Mapping[str, list[int]]
-
-    @classmethod
-    def of(cls, views: Sequence[_StepView]) -> _StepIndex:
-        by_node: dict[str, list[_StepView]] = {}
-        for view in views:
-            if view.node_id:
-                by_node.setdefault(view.node_id, []).append(view)
-        for group in by_node.values():
-            group.sort(key=lambda v: (v.start_ns, v.step.id))
-        return cls(by_node, {node: [v.start_ns for v in group] for node, group in by_node.items()})
-
-    def latest_of(self, node_id: str, before_ns: int) -> _StepView | None:
-        """The most recent step of `node_id` that started no later than `before_ns`.
-
-        A node that ran several times (loops) feeds the step that follows its latest run.
-        """
-        position = bisect_right(self.starts.get(node_id, []), before_ns)
-        return self.by_node[node_id][position - 1] if position else None
-
-
 def _upstream_links(
-    view: _StepView,
-    index: _StepIndex,
+    view: StepView,
+    index: StepIndex,
     graph: WorkflowGraph,
     trace_id: int,
 ) -> list[Link]:
     links = []
-    for parent_node in _upstream_nodes(view, index, graph):
+    for parent_node in upstream_nodes(view, index, graph):
         parent = index.latest_of(parent_node, before_ns=view.start_ns)
         if parent is not None:
             context = span_context(trace_id, step_span_id(parent.step.id))
@@ -282,21 +188,13 @@ def _upstream_links(
     return links
 
 
-def _upstream_nodes(view: _StepView, index: _StepIndex, graph: WorkflowGraph) -> tuple[str, ...]:
-    if graph.knows(view.node_id):
-        return graph.upstream.get(view.node_id, ())
-    # No graph: input_data keys that name another step's node are its inputs' sources.
-    input_data = _as_mapping(_as_mapping(view.step.inputs).get("input_data"))
-    return tuple(key for key in input_data if key in index.by_node and key != view.node_id)
-
-
 # --- root ------------------------------------------------------------------------------
 
 
 def _root_span(
     workflow: WorkflowInfo,
     run: Run,
-    views: Sequence[_StepView],
+    views: Sequence[StepView],
     run_window: tuple[int | None, int | None],
     trace_id: int,
     caller: CallerContext,
@@ -346,7 +244,7 @@ def _root_span(
     )
 
 
-def _root_failure(run: Run, views: Sequence[_StepView]) -> Failure | None:
+def _root_failure(run: Run, views: Sequence[StepView]) -> Failure | None:
     own = run_failure(run.status, run.error)
     if own is not None:
         return own
@@ -409,7 +307,3 @@ def _bounded(attributes: Attributes, max_length: int) -> Attributes:
         else:
             bounded[name] = value
     return bounded
-
-
-def _as_mapping(value: object) -> Mapping[str, object]:
-    return value if isinstance(value, Mapping) else {}
