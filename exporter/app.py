@@ -48,6 +48,8 @@ def mapping_options(settings: Settings) -> MappingOptions:
         span_names=settings.span_names,
         traceparent_input=settings.traceparent_input,
         traceparent_mode=settings.traceparent_mode,
+        prices=settings.price_table,
+        wait_spans=settings.wait_spans,
     )
 
 

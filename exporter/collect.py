@@ -126,6 +126,7 @@ class Collector:
             return self._unreadable(info.workflow_id, run, exc)
         mapped = map_run(info, run, steps, self._options, already_exported=captured)
         self._reporter.mapping_problems(info.workflow_id, mapped.problems)
+        self._reporter.unpriced(mapped.unpriced_models)
         if not mapped.run_terminal:
             result.runs_in_flight += 1
         return capture_of(info.workflow_id, run, mapped)
@@ -167,6 +168,7 @@ def capture_of(workflow_id: str, run: Run, mapped: RunSpans) -> Capture | None:
         step_spans={step_id: encode_span(span) for step_id, span in mapped.steps.items()},
         root_span=encode_span(mapped.root) if mapped.root is not None else None,
         run_done=mapped.run_terminal,
+        extra_spans=tuple(encode_span(span) for span in mapped.waits.values()),
     )
 
 

@@ -26,7 +26,9 @@ from pydantic import (
 )
 
 from exporter.errors import ConfigError
+from exporter.mapping.cost import PriceTable
 from exporter.mapping.options import DEFAULT_PROVIDER, SpanNames, TraceparentMode
+from exporter.prices import load_price_table
 from exporter.sink.otlp import PROTOCOLS, otlp_endpoint, otlp_protocol
 from exporter.source.client import DEFAULT_BASE_URL
 
@@ -73,6 +75,8 @@ KEYS: Final = (
     Key("span_names", "ORCHESTRA_SPAN_NAMES", "node (node ids) or semconv (chat {model}, ...)"),
     Key("traceparent_input", "ORCHESTRA_TRACEPARENT_INPUT", "run input holding a traceparent"),
     Key("traceparent_mode", "ORCHESTRA_TRACEPARENT_MODE", "link or parent: the caller's span"),
+    Key("prices", "ORCHESTRA_PRICES", "YAML price table: cost of model steps (none: no cost)"),
+    Key("wait_spans", "ORCHESTRA_WAIT_SPANS", "add INTERNAL wait spans for gaps between steps"),
 )
 # The GenAI conventions' own switch for content capture; ORCHESTRA_CAPTURE_CONTENT wins.
 CAPTURE_CONTENT_ALIAS: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -80,7 +84,7 @@ KEYS_BY_FIELD: Final = {key.field: key for key in KEYS}
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     base_url: str = DEFAULT_BASE_URL
     api_key: SecretStr | None = None
@@ -108,6 +112,10 @@ class Settings(BaseModel):
     span_names: SpanNames = "node"
     traceparent_input: str = Field("traceparent", max_length=256)  # empty: not looked for
     traceparent_mode: TraceparentMode = "link"
+    prices: Path | None = None
+    wait_spans: bool = False
+    # Read from `prices` by load_settings, so its problems are reported with the others.
+    price_table: PriceTable | None = Field(None, exclude=True)
     otlp_protocol: str = "grpc"
     otlp_endpoint: str | None = None  # from OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
     otlp_metrics: bool = True  # OTEL_METRICS_EXPORTER=none turns the metrics push off
@@ -221,6 +229,9 @@ def load_settings(
     merged["otlp_metrics"] = _Sourced(_metrics_exporter(environ, problems), "OTEL_METRICS_EXPORTER")
     problems.extend(_check_api_key(merged, require_api_key))
     settings = _validate(merged, problems)
+    if settings is not None and settings.prices is not None:
+        table = load_price_table(settings.prices, problems, merged["prices"].label)
+        settings = settings.model_copy(update={"price_table": table})
     if problems or settings is None:
         raise ConfigError(problems)
     return settings

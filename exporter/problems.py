@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Final
 
-from exporter.mapping.spans import Problem
+from exporter.mapping.steps import Problem
 from exporter.source.models import RejectedRecord
 from exporter.telemetry import Telemetry
 
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 # A flood of distinct bad records must not grow memory without end.
 MAX_REMEMBERED: Final = 10_000
+MAX_MODEL_LABELS: Final = 100
 
 
 class ProblemReporter:
@@ -31,6 +32,7 @@ class ProblemReporter:
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
         self._reported: set[tuple[str, str]] = set()
+        self._models: set[str] = set()
         self.skipped_records = 0
 
     def once(self, record: str, reason: str) -> bool:
@@ -53,6 +55,18 @@ class ProblemReporter:
         """A record of an API answer failed validation: logged once, counted, skipped."""
         self.skipped(f"{endpoint}_record")
         self.once(f"{endpoint} record #{record.index}", f"skipped: {record.reason}")
+
+    def unpriced(self, models: Sequence[str]) -> None:
+        """Model steps without a price (each logged once per model by the mapping)."""
+        for model in models:
+            self._telemetry.unpriced_steps.labels(self._model_label(model)).inc()
+
+    def _model_label(self, model: str) -> str:
+        # Model names come from the API: the label keeps the first MAX_MODEL_LABELS.
+        if model in self._models or len(self._models) < MAX_MODEL_LABELS:
+            self._models.add(model)
+            return model
+        return "other"
 
     def mapping_problems(self, workflow_id: str, problems: Sequence[Problem]) -> None:
         for problem in problems:

@@ -95,10 +95,12 @@ class Capture:
     step_spans: dict[str, str]  # step id -> encoded span
     root_span: str | None
     run_done: bool
+    # Spans that come with the steps (ORCHESTRA_WAIT_SPANS): spooled, never marked.
+    extra_spans: tuple[str, ...] = ()
 
     @property
     def span_count(self) -> int:
-        return len(self.step_spans) + (self.root_span is not None)
+        return len(self.step_spans) + len(self.extra_spans) + (self.root_span is not None)
 
     @classmethod
     def closed(cls, workflow_id: str, run_id: str, status: str | None = None) -> Capture:
@@ -223,7 +225,7 @@ class Ledger:
                     "VALUES (?, ?, ?)",
                     [(item.run_id, step_id, now_ns) for step_id in item.step_spans],
                 )
-                payloads = [*item.step_spans.values()]
+                payloads = [*item.step_spans.values(), *item.extra_spans]
                 if item.root_span is not None:
                     payloads.append(item.root_span)
                 db.executemany(

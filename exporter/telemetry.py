@@ -74,6 +74,12 @@ class Telemetry:
             ["kind"],
             registry=r,
         )
+        self.unpriced_steps = Counter(
+            f"{PREFIX}_unpriced_model_steps",
+            "Model steps exported without cost: ORCHESTRA_PRICES has no price for the model",
+            ["model"],
+            registry=r,
+        )
         self.history_paging_stopped = Counter(
             f"{PREFIX}_history_paging_stopped",
             "History passes ended early: a page repeated runs already seen, or the page cap",

@@ -26,6 +26,10 @@ from exporter.mapping.ids import format_span_id, format_trace_id
 
 OTHER: Final = "other"
 DURATION_BUCKETS: Final = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# Waits and overhead are often milliseconds, sometimes minutes (a queue backed up).
+WAIT_BUCKETS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
+)  # fmt: skip
 # The GenAI semantic conventions' advice for gen_ai.client.token.usage (14 bounds).
 TOKEN_BUCKETS: Final = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
@@ -83,7 +87,27 @@ OPERATION_DURATION = MetricDef(
     OPERATION_BUCKETS,
 )  # fmt: skip
 
-DEFINITIONS: Final = (STEPS, RUNS, STEP_DURATION, RUN_DURATION, TOKEN_USAGE, OPERATION_DURATION)
+WORKFLOW_LABELS: Final = ("workflow_id", "workflow")
+COST = MetricDef(
+    "orchestra_cost", "orchestra.cost", "counter", "{currency}",
+    "Cost of model steps from ORCHESTRA_PRICES, in the table's currency",
+    ("workflow_id", "workflow", "model", "currency"),
+)  # fmt: skip
+STEP_WAIT = MetricDef(
+    "orchestra_step_wait_seconds", "orchestra.step.wait", "histogram", "s",
+    "Time a step waited after the step before it ended (or the run started)",
+    WORKFLOW_LABELS, WAIT_BUCKETS,
+)  # fmt: skip
+RUN_OVERHEAD = MetricDef(
+    "orchestra_run_overhead_seconds", "orchestra.run.overhead", "histogram", "s",
+    "Time of a run during which no step was running (engine overhead)",
+    WORKFLOW_LABELS, WAIT_BUCKETS,
+)  # fmt: skip
+
+DEFINITIONS: Final = (
+    STEPS, RUNS, STEP_DURATION, RUN_DURATION, TOKEN_USAGE, OPERATION_DURATION, COST, STEP_WAIT,
+    RUN_OVERHEAD,
+)  # fmt: skip
 BY_NAME: Final = {d.name: d for d in DEFINITIONS}
 
 # How totals persisted by earlier versions were labelled and bucketed, so that a ledger
@@ -103,7 +127,7 @@ LEGACY_BUCKETS: Final = {TOKEN_USAGE.name: TOKEN_BUCKETS[:11]}
 class Sample:
     metric: MetricDef
     labels: tuple[str, ...]  # values in the order of metric.labels
-    value: float  # 1 for counters; the observation for histograms
+    value: float  # what a counter adds (1 a step or run); the observation of a histogram
     trace_id: str  # 32 hex digits: the run's trace, for exemplars
     span_id: str  # 16 hex digits: the span that produced the sample
 
@@ -118,10 +142,16 @@ def samples_of(span: ReadableSpan) -> list[Sample]:
     workflow = str(attributes.get(attr.WORKFLOW_NAME) or workflow_id)
     failed = span.status.status_code is StatusCode.ERROR
     duration = max(0, (span.end_time or 0) - (span.start_time or 0)) / 1e9
-    if span.parent is None:
+    if attr.STEP_ID not in attributes:  # the root (its parent may be a caller's span)
         outcome = _outcome(failed, attributes.get(attr.RUN_STATUS))
         labels = (workflow_id, workflow, outcome)
-        return [Sample(RUNS, labels, 1, *ids), Sample(RUN_DURATION, labels, duration, *ids)]
+        found = [Sample(RUNS, labels, 1, *ids), Sample(RUN_DURATION, labels, duration, *ids)]
+        overhead = _number(attributes.get(attr.RUN_OVERHEAD))
+        if overhead is not None:
+            found.append(Sample(RUN_OVERHEAD, (workflow_id, workflow), overhead, *ids))
+        return found
+    if attr.NODE_TYPE not in attributes:
+        return []  # a wait span (ORCHESTRA_WAIT_SPANS): its step counts it
     outcome = _outcome(failed, attributes.get(attr.STEP_STATUS))
     node = str(attributes.get(attr.NODE_ID, "")) or "unknown"
     step_labels = (workflow_id, workflow, node, str(attributes.get(attr.NODE_TYPE, "")), outcome)
@@ -129,9 +159,21 @@ def samples_of(span: ReadableSpan) -> list[Sample]:
         Sample(STEPS, step_labels, 1, *ids),
         Sample(STEP_DURATION, step_labels, duration, *ids),
     ]
+    waited = _number(attributes.get(attr.STEP_WAIT))
+    if waited is not None:
+        found.append(Sample(STEP_WAIT, (workflow_id, workflow), waited, *ids))
+    cost = _number(attributes.get(attr.COST_TOTAL))
+    if cost is not None:
+        model = str(attributes.get(attr.GEN_AI_REQUEST_MODEL) or "unknown")
+        currency = str(attributes.get(attr.COST_CURRENCY, ""))
+        found.append(Sample(COST, (workflow_id, workflow, model, currency), cost, *ids))
     if attributes.get(attr.GEN_AI_OPERATION_NAME) == attr.OP_CHAT:
         found.extend(_genai_samples(attributes, duration, failed, ids))
     return found
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _genai_samples(
@@ -272,7 +314,8 @@ def _upgraded_buckets(definition: MetricDef, series: Series) -> Series:
 
 def _add(series: Series, sample: Sample, now: float) -> None:
     metric = sample.metric
-    series.count += 1
+    # A counter adds its sample (1 a step or run, an amount of money); a histogram counts.
+    series.count += sample.value if metric.kind == "counter" else 1
     if metric.kind == "histogram":
         if len(series.buckets) != len(metric.buckets) + 1:
             series.buckets = [0] * (len(metric.buckets) + 1)

@@ -66,6 +66,19 @@ NODE_ID: Final = "orchestra.node.id"
 NODE_TYPE: Final = "orchestra.node.type"
 INTEGRATION_APP: Final = "orchestra.integration.app"
 OUTCOME: Final = "orchestra.outcome"  # on the workflow metrics only
+# Where the time went (seconds, double): the wait before a step, and on the root the time
+# no step was running. The critical path: true on its steps, its node ids on the root.
+STEP_WAIT: Final = "orchestra.step.wait"
+STEP_CRITICAL_PATH: Final = "orchestra.step.critical_path"
+RUN_OVERHEAD: Final = "orchestra.run.overhead"
+RUN_CRITICAL_PATH: Final = "orchestra.run.critical_path"
+QUEUE_EVENT: Final = "orchestra.step.queue"  # the moment a step became runnable
+WAIT_SPAN_NAME: Final = "wait"  # ORCHESTRA_WAIT_SPANS: the gap before a step as a span
+# Cost of a model step (and on the root, of the run), from ORCHESTRA_PRICES.
+COST_TOTAL: Final = "orchestra.cost.total"
+COST_INPUT: Final = "orchestra.cost.input"
+COST_OUTPUT: Final = "orchestra.cost.output"
+COST_CURRENCY: Final = "orchestra.cost.currency"
 # Content of steps that are neither model nor integration (code, retrieval, ...): opt-in.
 STEP_INPUT: Final = "orchestra.step.input"
 STEP_OUTPUT: Final = "orchestra.step.output"
@@ -89,6 +102,9 @@ OI_LLM_TOKENS_TOTAL: Final = "llm.token_count.total"
 OI_LLM_TOKENS_CACHE_READ: Final = "llm.token_count.prompt_details.cache_read"
 OI_LLM_TOKENS_REASONING: Final = "llm.token_count.completion_details.reasoning"
 OI_LLM_PROVIDER: Final = "llm.provider"
+OI_LLM_COST_PROMPT: Final = "llm.cost.prompt"
+OI_LLM_COST_COMPLETION: Final = "llm.cost.completion"
+OI_LLM_COST_TOTAL: Final = "llm.cost.total"
 OI_TOOL_NAME: Final = "tool.name"
 OI_INPUT_VALUE: Final = "input.value"
 OI_OUTPUT_VALUE: Final = "output.value"

@@ -111,6 +111,9 @@ def openinference_mirror(semantic: Attributes, content: Attributes, *, root: boo
         (attr.GEN_AI_USAGE_OUTPUT_TOKENS, attr.OI_LLM_TOKENS_COMPLETION),
         (attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, attr.OI_LLM_TOKENS_CACHE_READ),
         (attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, attr.OI_LLM_TOKENS_REASONING),
+        (attr.COST_INPUT, attr.OI_LLM_COST_PROMPT),
+        (attr.COST_OUTPUT, attr.OI_LLM_COST_COMPLETION),
+        (attr.COST_TOTAL, attr.OI_LLM_COST_TOTAL),
         (attr.GEN_AI_TOOL_NAME, attr.OI_TOOL_NAME),
     ):
         if source in semantic:
@@ -132,6 +135,17 @@ def openinference_mirror(semantic: Attributes, content: Attributes, *, root: boo
             is_json = value[:1] in ("{", "[")
             mirrored[mime_target] = "application/json" if is_json else "text/plain"
     return mirrored
+
+
+def usage_counts(outputs: Mapping[str, object]) -> tuple[int, int, int] | None:
+    """(input, output, cached input) tokens of a model step, or None without both counts."""
+    usage = _usage(outputs.get("usage"))
+    tokens_in = usage.get(attr.GEN_AI_USAGE_INPUT_TOKENS)
+    tokens_out = usage.get(attr.GEN_AI_USAGE_OUTPUT_TOKENS)
+    cached = usage.get(attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, 0)
+    if isinstance(tokens_in, int) and isinstance(tokens_out, int) and isinstance(cached, int):
+        return tokens_in, tokens_out, cached
+    return None
 
 
 # Where OpenAI-style usage reports each count: (attribute, (detail object or None, key)...).

@@ -15,6 +15,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 _ROOT_PREFIX = b"orchestra-otel/run/"
 _STEP_PREFIX = b"orchestra-otel/step/"
+_WAIT_PREFIX = b"orchestra-otel/wait/"
 
 
 def trace_id_for_run(run_id: str) -> int:
@@ -35,6 +36,11 @@ def step_span_id(step_id: str) -> int:
     # Step ids look like UUIDs but are not always valid ones (the documented example
     # holds a 'g'), so they are hashed, never parsed.
     return _digest_int(_STEP_PREFIX + step_id.encode("utf-8", "surrogatepass"), 8)
+
+
+def wait_span_id(step_id: str) -> int:
+    """The `wait` span before a step (ORCHESTRA_WAIT_SPANS): one per step, stable."""
+    return _digest_int(_WAIT_PREFIX + step_id.encode("utf-8", "surrogatepass"), 8)
 
 
 def span_context(trace_id: int, span_id: int) -> SpanContext:

@@ -9,6 +9,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from exporter.mapping import attributes as attr
+from exporter.mapping.cost import PriceTable
 
 SpanNames = Literal["node", "semconv"]
 TraceparentMode = Literal["link", "parent"]
@@ -34,3 +35,5 @@ class MappingOptions:
     # The run input holding a caller's W3C traceparent, and what the root does with it.
     traceparent_input: str = "traceparent"
     traceparent_mode: TraceparentMode = "link"
+    prices: PriceTable | None = None  # ORCHESTRA_PRICES: no table, no cost
+    wait_spans: bool = False  # ORCHESTRA_WAIT_SPANS

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from exporter.mapping import attributes as attr
+from exporter.mapping.analysis import RunAnalysis, analyse
 from exporter.mapping.content import truncate
+from exporter.mapping.cost import Cost
 from exporter.mapping.failure import Failure, run_failure
 from exporter.mapping.genai import Attributes, openinference_mirror
 from exporter.mapping.graph import EMPTY_GRAPH, WorkflowGraph
-from exporter.mapping.ids import root_span_id, span_context, step_span_id, trace_id_for_run
+from exporter.mapping.ids import (
+    root_span_id,
+    span_context,
+    step_span_id,
+    trace_id_for_run,
+    wait_span_id,
+)
 from exporter.mapping.nodes import NodeKind, as_mapping, generic_content, node_kind
 from exporter.mapping.options import MappingOptions
 from exporter.mapping.status import run_is_terminal, step_is_terminal
@@ -43,6 +52,9 @@ MAX_LIST_ITEMS = 32
 MAX_NAME_LENGTH = 256
 _ID_ATTRIBUTES = frozenset({attr.WORKFLOW_ID, attr.RUN_ID, attr.STEP_ID, attr.NODE_ID})
 RUN_CONTENT = generic_content(attr.RUN_INPUT, attr.RUN_OUTPUT)
+# ORCHESTRA_WAIT_SPANS: gaps shorter than this are scheduling noise, not worth a span.
+WAIT_SPAN_MIN_NS: Final = 100_000_000
+_NS: Final = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -64,12 +76,29 @@ class RunSpans:
     root: ReadableSpan | None  # present only once the run is terminal
     steps_in_flight: int
     problems: tuple[Problem, ...] = ()
+    # step id -> the INTERNAL `wait` span before it (ORCHESTRA_WAIT_SPANS), new steps only
+    waits: Mapping[str, ReadableSpan] = field(default_factory=dict)
+    # the model of each newly mapped model step that has no price in the price table
+    unpriced_models: tuple[str, ...] = ()
 
     def all_spans(self) -> list[ReadableSpan]:
-        spans = list(self.steps.values())
+        spans = [*self.steps.values(), *self.waits.values()]
         if self.root is not None:
             spans.append(self.root)
         return spans
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every span of one run is built from."""
+
+    workflow: WorkflowInfo
+    run: Run
+    trace_id: int
+    caller: CallerContext
+    options: MappingOptions
+    index: StepIndex
+    facts: RunAnalysis
 
 
 def map_run(
@@ -90,7 +119,34 @@ def map_run(
         trace_id = caller.context.trace_id  # the run moves into its caller's trace
     run_start, run_end = run_times(run, problems)
     terminal = run_is_terminal(run.status, has_end_time=run_end is not None)
-    anchor = run_end if run_end is not None else run_start
+    views, in_flight = _terminal_views(steps, workflow, terminal, run_end or run_start, problems)
+    index = StepIndex.of(views)
+    facts = analyse(views, index, workflow.graph, run_start, options.prices, terminal=terminal)
+    context = _Run(workflow, run, trace_id, caller, options, index, facts)
+    new = [view for view in views if view.step.id not in already_exported]
+    step_spans = {view.step.id: _step_span(view, context) for view in new}
+    waits = {view.step.id: span for view in new if (span := _wait_span(view, context))}
+    unpriced = tuple(facts.unpriced[v.step.id] for v in new if v.step.id in facts.unpriced)
+    problems += [
+        Problem(f"model {model}", "no price in ORCHESTRA_PRICES: its steps carry no cost", False)
+        for model in dict.fromkeys(unpriced)
+    ]
+    root = None
+    if terminal:
+        root = _root_span(views, (run_start, run_end), context, problems)
+    return RunSpans(
+        trace_id, terminal, step_spans, root, in_flight, tuple(problems), waits, unpriced
+    )
+
+
+def _terminal_views(
+    steps: Sequence[Step],
+    workflow: WorkflowInfo,
+    run_terminal: bool,
+    anchor: int | None,
+    problems: list[Problem],
+) -> tuple[list[StepView], int]:
+    """The steps that ended (all of them once the run did), and how many are in flight."""
     views: list[StepView] = []
     in_flight = 0
     seen: set[str] = set()
@@ -99,39 +155,21 @@ def map_run(
             problems.append(Problem(f"step {step.id}", "duplicate step id", skipped=True))
             continue
         seen.add(step.id)
-        if not step_is_terminal(step.status, run_terminal=terminal):
+        if not step_is_terminal(step.status, run_terminal=run_terminal):
             in_flight += 1
             continue
         view = view_step(step, workflow.graph, anchor, problems)
         if view is not None:
             views.append(view)
-    index = StepIndex.of(views)
-    step_spans = {
-        view.step.id: _step_span(view, index, workflow, run, trace_id, options)
-        for view in views
-        if view.step.id not in already_exported
-    }
-    root = None
-    if terminal:
-        root = _root_span(
-            workflow, run, views, (run_start, run_end), trace_id, caller, options, problems
-        )
-    return RunSpans(trace_id, terminal, step_spans, root, in_flight, tuple(problems))
+    return views, in_flight
 
 
 # --- steps -----------------------------------------------------------------------------
 
 
-def _step_span(
-    view: StepView,
-    index: StepIndex,
-    workflow: WorkflowInfo,
-    run: Run,
-    trace_id: int,
-    options: MappingOptions,
-) -> ReadableSpan:
-    step = view.step
-    attributes = _common_attributes(workflow, run)
+def _step_span(view: StepView, context: _Run) -> ReadableSpan:
+    step, options = view.step, context.options
+    attributes = _common_attributes(context.workflow, context.run)
     attributes[attr.STEP_ID] = step.id
     if view.node_id:
         attributes[attr.NODE_ID] = view.node_id
@@ -139,18 +177,20 @@ def _step_span(
     if step.status is not None:
         attributes[attr.STEP_STATUS] = step.status
     kind = node_kind(view.node_type, as_mapping(step.inputs))
-    attributes.update(_semantic_attributes(view, kind, options))
+    attributes.update(_timing_attributes(view, context))
+    attributes.update(_semantic_attributes(view, kind, context))
     if view.failure is not None:
         attributes[attr.ERROR_TYPE] = view.failure.error_type
     name = kind.semconv_name(attributes) if options.span_names == "semconv" else None
+    events = [*_queue_events(view, context), *_exception_events(view.failure, view.end_ns, options)]
     return ReadableSpan(
         name=truncate(name or view.node_id or "step", MAX_NAME_LENGTH),
-        context=span_context(trace_id, step_span_id(step.id)),
-        parent=span_context(trace_id, root_span_id(run.id)),
+        context=span_context(context.trace_id, step_span_id(step.id)),
+        parent=span_context(context.trace_id, root_span_id(context.run.id)),
         resource=options.resource,
         attributes=_bounded(attributes, options.content_max_length),
-        events=_exception_events(view.failure, view.end_ns, options),
-        links=_upstream_links(view, index, workflow.graph, trace_id),
+        events=events,
+        links=_upstream_links(view, context),
         kind=kind.span_kind,
         status=_status(view.failure, options),
         start_time=view.start_ns,
@@ -159,9 +199,22 @@ def _step_span(
     )
 
 
-def _semantic_attributes(view: StepView, kind: NodeKind, options: MappingOptions) -> Attributes:
-    inputs = as_mapping(view.step.inputs)
-    found = kind.attributes(inputs, as_mapping(view.step.outputs), options)
+def _timing_attributes(view: StepView, context: _Run) -> Attributes:
+    found: Attributes = {}
+    waited = context.facts.waits.get(view.step.id)
+    if waited is not None:
+        found[attr.STEP_WAIT] = waited / _NS
+    if view.step.id in context.facts.critical_path:
+        found[attr.STEP_CRITICAL_PATH] = True
+    return found
+
+
+def _semantic_attributes(view: StepView, kind: NodeKind, context: _Run) -> Attributes:
+    options = context.options
+    found = kind.attributes(as_mapping(view.step.inputs), as_mapping(view.step.outputs), options)
+    cost = context.facts.costs.get(view.step.id)
+    if cost is not None and options.prices is not None:
+        found.update(_cost_attributes(cost, options.prices.currency))
     content: Attributes = {}
     if options.capture_content:
         content = kind.content(view.step.inputs, view.step.outputs, options)
@@ -171,18 +224,51 @@ def _semantic_attributes(view: StepView, kind: NodeKind, options: MappingOptions
     return found
 
 
-def _upstream_links(
-    view: StepView,
-    index: StepIndex,
-    graph: WorkflowGraph,
-    trace_id: int,
-) -> list[Link]:
+def _cost_attributes(cost: Cost, currency: str) -> Attributes:
+    return {
+        attr.COST_TOTAL: cost.total,
+        attr.COST_INPUT: cost.input,
+        attr.COST_OUTPUT: cost.output,
+        attr.COST_CURRENCY: currency,
+    }
+
+
+def _queue_events(view: StepView, context: _Run) -> list[Event]:
+    runnable = context.facts.queued_at.get(view.step.id)
+    return [] if runnable is None else [Event(attr.QUEUE_EVENT, {}, timestamp=runnable)]
+
+
+def _wait_span(view: StepView, context: _Run) -> ReadableSpan | None:
+    """The gap before a step as a span of its own, for backends that show only spans."""
+    waited = context.facts.waits.get(view.step.id, 0)
+    if not context.options.wait_spans or waited < WAIT_SPAN_MIN_NS:
+        return None
+    attributes = _common_attributes(context.workflow, context.run)
+    attributes[attr.STEP_ID] = view.step.id
+    if view.node_id:
+        attributes[attr.NODE_ID] = view.node_id
+    attributes[attr.STEP_WAIT] = waited / _NS
+    return ReadableSpan(
+        name=attr.WAIT_SPAN_NAME,
+        context=span_context(context.trace_id, wait_span_id(view.step.id)),
+        parent=span_context(context.trace_id, root_span_id(context.run.id)),
+        resource=context.options.resource,
+        attributes=_bounded(attributes, context.options.content_max_length),
+        kind=SpanKind.INTERNAL,
+        start_time=view.start_ns - waited,
+        end_time=view.start_ns,
+        instrumentation_scope=context.options.scope,
+    )
+
+
+def _upstream_links(view: StepView, context: _Run) -> list[Link]:
     links = []
-    for parent_node in upstream_nodes(view, index, graph):
+    index = context.index
+    for parent_node in upstream_nodes(view, index, context.workflow.graph):
         parent = index.latest_of(parent_node, before_ns=view.start_ns)
         if parent is not None:
-            context = span_context(trace_id, step_span_id(parent.step.id))
-            links.append(Link(context, {attr.NODE_ID: truncate(parent_node, MAX_NAME_LENGTH)}))
+            span = span_context(context.trace_id, step_span_id(parent.step.id))
+            links.append(Link(span, {attr.NODE_ID: truncate(parent_node, MAX_NAME_LENGTH)}))
             if len(links) == MAX_LINKS:
                 break
     return links
@@ -192,15 +278,12 @@ def _upstream_links(
 
 
 def _root_span(
-    workflow: WorkflowInfo,
-    run: Run,
     views: Sequence[StepView],
     run_window: tuple[int | None, int | None],
-    trace_id: int,
-    caller: CallerContext,
-    options: MappingOptions,
+    context: _Run,
     problems: list[Problem],
 ) -> ReadableSpan | None:
+    workflow, run, options, caller = context.workflow, context.run, context.options, context.caller
     starts = [t for t in (run_window[0], *(v.start_ns for v in views)) if t is not None]
     ends = [t for t in (run_window[1], *(v.end_ns for v in views)) if t is not None]
     if not starts and not ends:
@@ -215,6 +298,10 @@ def _root_span(
         attributes[attr.GEN_AI_WORKFLOW_NAME] = workflow.name
     if run.status is not None:
         attributes[attr.RUN_STATUS] = run.status
+    attributes.update(_run_time_attributes(views, end - start, context))
+    run_cost = context.facts.run_cost
+    if run_cost is not None and options.prices is not None:
+        attributes.update(_cost_attributes(run_cost, options.prices.currency))
     if failure is not None:
         attributes[attr.ERROR_TYPE] = failure.error_type
     content: Attributes = {}
@@ -230,7 +317,7 @@ def _root_span(
     links = [] if caller.context is None or parent is not None else [Link(caller.context)]
     return ReadableSpan(
         name=truncate(name, MAX_NAME_LENGTH),
-        context=span_context(trace_id, root_span_id(run.id)),
+        context=span_context(context.trace_id, root_span_id(run.id)),
         parent=parent,
         resource=options.resource,
         attributes=_bounded(attributes, options.content_max_length),
@@ -242,6 +329,18 @@ def _root_span(
         end_time=end,
         instrumentation_scope=options.scope,
     )
+
+
+def _run_time_attributes(views: Sequence[StepView], duration_ns: int, context: _Run) -> Attributes:
+    """The engine overhead (time no step was running) and the critical path's nodes."""
+    if not views:
+        return {}
+    by_id = {view.step.id: view for view in views}
+    path = [by_id[key].node_id or key for key in context.facts.critical_path]
+    found: Attributes = {attr.RUN_OVERHEAD: max(0, duration_ns - context.facts.busy_ns) / _NS}
+    if path:
+        found[attr.RUN_CRITICAL_PATH] = path
+    return found
 
 
 def _root_failure(run: Run, views: Sequence[StepView]) -> Failure | None:

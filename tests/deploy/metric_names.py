@@ -60,6 +60,12 @@ WORKFLOW_METRICS: Final = (
     ),
 )
 
+WORKFLOW_METRICS += (
+    _m("orchestra_cost_total", "counter", "workflow_id", "workflow", "model", "currency"),
+    _m("orchestra_step_wait_seconds", "histogram", "workflow_id", "workflow"),
+    _m("orchestra_run_overhead_seconds", "histogram", "workflow_id", "workflow"),
+)
+
 # The daemon's own metrics.
 SELF_METRICS: Final = (
     _m("orchestra_otel_polls_total", "counter", "result"),
@@ -76,6 +82,7 @@ SELF_METRICS: Final = (
     _m("orchestra_otel_api_rate_limited_total", "counter"),
     _m("orchestra_otel_api_auth_failing", "gauge"),
     _m("orchestra_otel_history_paging_stopped_total", "counter", "reason"),
+    _m("orchestra_otel_unpriced_model_steps_total", "counter", "model"),
 )
 
 METRICS: Final = {m.name: m for m in WORKFLOW_METRICS + SELF_METRICS}

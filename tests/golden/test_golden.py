@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from exporter.mapping.cost import Price, PriceTable
 from exporter.mapping.graph import WorkflowGraph, graph_from_api, graph_from_mermaid
 from exporter.mapping.options import MappingOptions, default_scope
 from exporter.mapping.spans import WorkflowInfo, map_run
+from exporter.mapping.timeparse import parse_timestamp_ns
 from exporter.sink.encoding import to_otlp_dict
 from exporter.source.models import Run, Step, Workflow, parse_records
 
@@ -68,6 +70,79 @@ def with_inputs(run: Run, **inputs: Any) -> Run:
     return run.model_copy(update={"inputs": {**(run.inputs or {}), **inputs}})
 
 
+# Prices of the golden cases (a placeholder table: these are not Arcee's prices).
+PRICES = PriceTable(
+    "USD",
+    {
+        "virtuoso-medium": (
+            Price(parse_timestamp_ns("2025-01-01T00:00:00Z"), 0.5, 1.5, 0.05),
+            # The seed run started 2025-03-13T02:41:15Z: it is priced at the older price.
+            Price(parse_timestamp_ns("2025-03-13T12:00:00Z"), 5.0, 15.0),
+        ),
+    },
+)
+# The same model repriced before the seed run: the run takes the new price.
+PRICE_CHANGED = PriceTable(
+    "USD",
+    {
+        "virtuoso-medium": (
+            Price(parse_timestamp_ns("2025-01-01T00:00:00Z"), 0.5, 1.5, 0.05),
+            Price(parse_timestamp_ns("2025-03-13T00:00:00Z"), 0.8, 2.4),
+        ),
+    },
+)
+UNPRICED = PriceTable("USD", {"virtuoso-large": (Price(0, 1.0, 3.0),)})
+FANOUT_WORKFLOW_ID = "f4a0f4a0-0000-4000-8000-00000000fa00"
+FANOUT_RUN_ID = "f4a0f4a0-0000-4000-8000-0000000000r1".replace("r1", "01")
+
+
+def fanout_case_records() -> tuple[WorkflowInfo, Run, list[Step]]:
+    """A constructed fan-out: fetch -> (summarise, classify) -> report, START and END.
+
+    classify takes longer than summarise, so the critical path is fetch, classify, report;
+    report waits 0.3 s after classify ends, and the run ends 0.2 s after report.
+    """
+    graph = {
+        "nodes": {n: {"type": "code"} for n in ("fetch", "summarise", "classify", "report")},
+        "edges": [
+            ["START", "fetch"],
+            ["fetch", "summarise"],
+            ["fetch", "classify"],
+            ["summarise", "report"],
+            ["classify", "report"],
+            ["report", "END"],
+        ],
+    }
+    info = WorkflowInfo(FANOUT_WORKFLOW_ID, "fan-out", graph_from_api(graph))
+    times = {  # node: (start, end), seconds after 10:00:00
+        "fetch": (0.5, 1.5),
+        "summarise": (1.6, 2.1),
+        "classify": (1.7, 3.2),
+        "report": (3.5, 4.0),
+    }
+    steps = steps_of(
+        [
+            {
+                "id": f"step-{node}",
+                "node_id": node,
+                "status": "completed",
+                "start_time": f"2025-03-14T10:00:{start:09.6f}Z",
+                "end_time": f"2025-03-14T10:00:{end:09.6f}Z",
+                "inputs": {"input_data": {}},
+                "outputs": {"successful": True, "data": {"sandbox_id": "sbx"}},
+            }
+            for node, (start, end) in times.items()
+        ]
+    )
+    run = Run(
+        id=FANOUT_RUN_ID,
+        status="completed",
+        start_time="2025-03-14T10:00:00.000000Z",
+        end_time="2025-03-14T10:00:04.200000Z",
+    )
+    return info, run, steps
+
+
 def failed_steps(document: list[Any]) -> list[Step]:
     """The documented steps, failing: the model with an exception, Slack with an error code."""
     model, slack = json.loads(json.dumps(document))
@@ -92,6 +167,7 @@ def cases(shared_dir: Path) -> list[Case]:
     )
     parent = MappingOptions(scope=OPTIONS.scope, traceparent_mode="parent")
     called = with_inputs(seed_run, traceparent=TRACEPARENT)
+    fanout, fanout_run, fanout_steps = fanout_case_records()
     failed_run = seed_run.model_copy(
         update={"status": "failed", "error": "TimeoutError: the run exceeded 300 s"}
     )
@@ -135,7 +211,33 @@ def cases(shared_dir: Path) -> list[Case]:
             failed_run,
             failed_steps(load(shared_dir, "steps-model-slack.json")),
         ),
+        # Cost: priced at the price in effect when the run started; repriced; no price.
+        Case("joke-to-slack-run-priced", joke, seed_run, fixture_steps, priced(PRICES)),
+        Case(
+            "joke-to-slack-run-price-changed", joke, seed_run, fixture_steps, priced(PRICE_CHANGED)
+        ),
+        Case(
+            "joke-to-slack-run-unpriced",
+            joke,
+            seed_run,
+            fixture_steps,
+            priced(UNPRICED),
+            problem="no price in ORCHESTRA_PRICES: its steps carry no cost",
+        ),
+        # Where the time went: waits, queue moments, overhead, a known critical path.
+        Case("fanout-run", fanout, fanout_run, fanout_steps),
+        Case(
+            "fanout-run-wait-spans",
+            fanout,
+            fanout_run,
+            fanout_steps,
+            MappingOptions(scope=OPTIONS.scope, wait_spans=True),
+        ),
     ]
+
+
+def priced(table: PriceTable) -> MappingOptions:
+    return MappingOptions(scope=OPTIONS.scope, prices=table, openinference=True)
 
 
 def render(case: Case) -> dict[str, Any]:
@@ -175,6 +277,11 @@ CASE_NAMES = [
     "joke-to-slack-run-traceparent-parent",
     "joke-to-slack-run-traceparent-malformed",
     "joke-to-slack-run-failed",
+    "joke-to-slack-run-priced",
+    "joke-to-slack-run-price-changed",
+    "joke-to-slack-run-unpriced",
+    "fanout-run",
+    "fanout-run-wait-spans",
 ]
 
 

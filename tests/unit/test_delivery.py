@@ -43,7 +43,12 @@ def _span(run: int, step: int | None) -> ReadableSpan:
     if step is None:
         attributes[attr.RUN_STATUS] = "completed"
     else:
-        attributes |= {attr.NODE_ID: f"node-{step}", attr.STEP_STATUS: "completed"}
+        attributes |= {
+            attr.STEP_ID: f"step-{run}-{step}",
+            attr.NODE_ID: f"node-{step}",
+            attr.NODE_TYPE: "code",
+            attr.STEP_STATUS: "completed",
+        }
     start = int(START * NS) - 60 * NS
     return ReadableSpan(
         name="joke" if step is None else f"node-{step}",
