@@ -147,6 +147,7 @@ class Poller:
             if owns_workflow(wid, self.settings.shard)
         }
         self.discovered = True
+        self.telemetry.discovered(self.workflows.values(), self.options)
         log.debug("discovery: %d workflows owned by this replica", len(self.workflows))
 
     def _fallback_workflows(self) -> None:
@@ -225,6 +226,7 @@ class Poller:
                 info.workflow_id, since_ns=first_since, now_ns=now_ns
             )
         due = await self._due_runs(info.workflow_id, since, now_ns)
+        self.telemetry.in_flight.observe(info, due, self.options)
         result.runs_seen += len(due)
         collected = await asyncio.gather(
             *(self.collect_due(info, run, result) for run in due), return_exceptions=True
@@ -289,6 +291,7 @@ class Poller:
     ) -> Capture | None:
         steps = await self.client.get_steps(info.workflow_id, run.id)
         mapped = map_run(info, run, steps, self.options, already_exported=already)
+        self.telemetry.book.seed_spans(mapped.all_spans())
         self._report_problems(info.workflow_id, mapped.problems)
         if not mapped.run_terminal:
             result.runs_in_flight += 1
