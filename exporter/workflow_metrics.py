@@ -6,6 +6,12 @@ counted when its span leaves the spool (confirmed by the sink); the totals are w
 to the ledger in the same transaction, so a restart neither loses nor double-counts them
 (`/metrics` shows the persisted totals). Run and step ids never become labels; workflow
 and node label values are capped (beyond the cap: `other`).
+
+The completed/failed counters of every known workflow and node exist at 0 before their
+first event (`MetricBook.seed`): alert rules on increase() see a first failure only in a
+series that existed before it. The runs in flight per workflow (`RunsInFlight`) are what
+the last listing of its run history showed; the age of the oldest is computed at scrape
+time.
 """
 
 from __future__ import annotations
