@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from exporter.collect import Collector
+from exporter.collect import CollectObserver, Collector
 from exporter.delivery import Delivery, DeliverySettings
 from exporter.discovery import WorkflowSet
 from exporter.errors import ApiError, StateError
 from exporter.mapping.options import MappingOptions
+from exporter.mapping.spans import RunSpans, WorkflowInfo
 from exporter.problems import ProblemReporter
 from exporter.results import PollResult
 from exporter.sink.base import SpanSink
 from exporter.source.client import OrchestraClient
 from exporter.source.history import POLL_MAX_PAGES, HistoryPaginator, StopReason
+from exporter.source.models import Run
 from exporter.state import Ledger
 from exporter.telemetry import Telemetry
 
@@ -74,6 +76,10 @@ class Poller:
         self.workflows = WorkflowSet(
             client, self.reporter, selected=settings.workflows, shard=settings.shard
         )
+        # Workflow counters exist at 0 from discovery on: increase() sees a first failure.
+        self.workflows.listeners.append(
+            lambda found: self.telemetry.discovered(found.values(), options)
+        )
         self.paginator = self.history_paginator(settings.history_max_pages)
         self.collector = Collector(
             client,
@@ -83,6 +89,7 @@ class Poller:
             self.reporter,
             lookback_s=settings.lookback_s,
             clock=clock,
+            observer=_MetricsObserver(self.telemetry, options),
         )
         self.delivery = Delivery(
             ledger,
@@ -181,3 +188,17 @@ class Poller:
             telemetry.last_successful_poll.set(state.last_poll_ok)
         if result.spans_exported or result.export_failed:
             state.export_failing = result.export_failed and result.pending_spans > 0
+
+
+class _MetricsObserver(CollectObserver):
+    """Runs in flight per workflow, and zero series for nodes discovery did not know."""
+
+    def __init__(self, telemetry: Telemetry, options: MappingOptions) -> None:
+        self._telemetry = telemetry
+        self._options = options
+
+    def listed(self, info: WorkflowInfo, due: Sequence[Run]) -> None:
+        self._telemetry.in_flight.observe(info, due, self._options)
+
+    def mapped(self, spans: RunSpans) -> None:
+        self._telemetry.book.seed_spans(spans.all_spans())

@@ -8,7 +8,7 @@ client's own counters at scrape time rather than counted twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -16,8 +16,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporter.mapping.spans import MappingOptions, WorkflowInfo
 from exporter.source.client import ClientStats
-from exporter.workflow_metrics import BookCollector, MetricBook, Sample
+from exporter.workflow_metrics import (
+    BookCollector,
+    InFlightCollector,
+    MetricBook,
+    RunsInFlight,
+    Sample,
+)
 
 PREFIX: Final = "orchestra_otel"
 PENDING_SPANS_METRIC: Final = "orchestra_otel.pending_spans"  # its OTLP name
@@ -30,6 +37,8 @@ class Telemetry:
         r = self.registry
         self.book = MetricBook(max_workflows, max_nodes)
         r.register(BookCollector(self.book))
+        self.in_flight = RunsInFlight(self.book)
+        r.register(InFlightCollector(self.in_flight))
         self.polls = Counter(f"{PREFIX}_polls", "Polls run, by result", ["result"], registry=r)
         self.poll_duration = Histogram(
             f"{PREFIX}_poll_duration_seconds",
@@ -94,6 +103,15 @@ class Telemetry:
 
     def watch_client(self, stats: Callable[[], ClientStats]) -> None:
         self.registry.register(_ClientCollector(stats))
+
+    def discovered(self, workflows: Iterable[WorkflowInfo], options: MappingOptions) -> None:
+        """Discovery's view: zero series for every workflow and graph node this replica owns
+        (so that alert rules see their first failure), and no in-flight state of the others.
+        """
+        owned = list(workflows)
+        for info in owned:
+            self.book.seed_workflow(info, options)
+        self.in_flight.retain({info.workflow_id for info in owned})
 
 
 class MetricRecorder(Protocol):

@@ -6,23 +6,42 @@ counted when its span leaves the spool (confirmed by the sink); the totals are w
 to the ledger in the same transaction, so a restart neither loses nor double-counts them
 (`/metrics` shows the persisted totals). Run and step ids never become labels; workflow
 and node label values are capped (beyond the cap: `other`).
+
+The completed/failed counters of every known workflow and node exist at 0 before their
+first event (`MetricBook.seed`): alert rules on increase() see a first failure only in a
+series that existed before it. The runs in flight per workflow (`RunsInFlight`) are what
+the last listing of its run history showed; the age of the oldest is computed at scrape
+time.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
 from exporter.mapping import attributes as attr
+from exporter.mapping.content import truncate
 from exporter.mapping.ids import format_span_id, format_trace_id
+from exporter.mapping.options import MappingOptions
+from exporter.mapping.spans import MAX_NAME_LENGTH, WorkflowInfo
+from exporter.mapping.status import run_is_terminal
+from exporter.mapping.timeparse import lenient_timestamp_ns
+from exporter.source.models import Run
 
 OTHER: Final = "other"
 DURATION_BUCKETS: Final = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -132,43 +151,69 @@ class Sample:
     span_id: str  # 16 hex digits: the span that produced the sample
 
 
-def samples_of(span: ReadableSpan) -> list[Sample]:
-    """What one confirmed span contributes to the workflow metrics. Pure."""
+@dataclass(frozen=True)
+class _Counted:
+    """What a span counts as: a run or a step, its counter labels, and its facts."""
+
+    metric: MetricDef  # RUNS or STEPS; the outcome is the last label of both
+    labels: tuple[str, ...]
+    failed: bool
+    attributes: Mapping[str, object]
+
+    @property
+    def workflow(self) -> tuple[str, str]:
+        return self.labels[0], self.labels[1]
+
+
+def _counted(span: ReadableSpan) -> _Counted | None:
     attributes = span.attributes or {}
     if span.context is None or attr.WORKFLOW_ID not in attributes:
-        return []
-    ids = (format_trace_id(span.context.trace_id), format_span_id(span.context.span_id))
+        return None
     workflow_id = str(attributes[attr.WORKFLOW_ID])
     workflow = str(attributes.get(attr.WORKFLOW_NAME) or workflow_id)
     failed = span.status.status_code is StatusCode.ERROR
-    duration = max(0, (span.end_time or 0) - (span.start_time or 0)) / 1e9
     if attr.STEP_ID not in attributes:  # the root (its parent may be a caller's span)
         outcome = _outcome(failed, attributes.get(attr.RUN_STATUS))
-        labels = (workflow_id, workflow, outcome)
-        found = [Sample(RUNS, labels, 1, *ids), Sample(RUN_DURATION, labels, duration, *ids)]
-        overhead = _number(attributes.get(attr.RUN_OVERHEAD))
-        if overhead is not None:
-            found.append(Sample(RUN_OVERHEAD, (workflow_id, workflow), overhead, *ids))
-        return found
+        return _Counted(RUNS, (workflow_id, workflow, outcome), failed, attributes)
     if attr.NODE_TYPE not in attributes:
-        return []  # a wait span (ORCHESTRA_WAIT_SPANS): its step counts it
+        return None  # a wait span (ORCHESTRA_WAIT_SPANS): its step counts
     outcome = _outcome(failed, attributes.get(attr.STEP_STATUS))
     node = str(attributes.get(attr.NODE_ID, "")) or "unknown"
-    step_labels = (workflow_id, workflow, node, str(attributes.get(attr.NODE_TYPE, "")), outcome)
+    node_type = str(attributes.get(attr.NODE_TYPE, ""))
+    return _Counted(STEPS, (workflow_id, workflow, node, node_type, outcome), failed, attributes)
+
+
+def samples_of(span: ReadableSpan) -> list[Sample]:
+    """What one confirmed span contributes to the workflow metrics. Pure."""
+    counted = _counted(span)
+    if counted is None or span.context is None:
+        return []
+    ids = (format_trace_id(span.context.trace_id), format_span_id(span.context.span_id))
+    duration = max(0, (span.end_time or 0) - (span.start_time or 0)) / 1e9
+    attributes = counted.attributes
+    if counted.metric is RUNS:
+        found = [
+            Sample(RUNS, counted.labels, 1, *ids),
+            Sample(RUN_DURATION, counted.labels, duration, *ids),
+        ]
+        overhead = _number(attributes.get(attr.RUN_OVERHEAD))
+        if overhead is not None:
+            found.append(Sample(RUN_OVERHEAD, counted.workflow, overhead, *ids))
+        return found
     found = [
-        Sample(STEPS, step_labels, 1, *ids),
-        Sample(STEP_DURATION, step_labels, duration, *ids),
+        Sample(STEPS, counted.labels, 1, *ids),
+        Sample(STEP_DURATION, counted.labels, duration, *ids),
     ]
     waited = _number(attributes.get(attr.STEP_WAIT))
     if waited is not None:
-        found.append(Sample(STEP_WAIT, (workflow_id, workflow), waited, *ids))
+        found.append(Sample(STEP_WAIT, counted.workflow, waited, *ids))
     cost = _number(attributes.get(attr.COST_TOTAL))
     if cost is not None:
         model = str(attributes.get(attr.GEN_AI_REQUEST_MODEL) or "unknown")
         currency = str(attributes.get(attr.COST_CURRENCY, ""))
-        found.append(Sample(COST, (workflow_id, workflow, model, currency), cost, *ids))
+        found.append(Sample(COST, (*counted.workflow, model, currency), cost, *ids))
     if attributes.get(attr.GEN_AI_OPERATION_NAME) == attr.OP_CHAT:
-        found.extend(_genai_samples(attributes, duration, failed, ids))
+        found.extend(_genai_samples(attributes, duration, counted.failed, ids))
     return found
 
 
@@ -224,9 +269,18 @@ class Series:
 
 SeriesKey = tuple[str, tuple[str, ...]]  # metric name, label values
 
+# Outcomes whose counter series exist at 0 before their first event (see MetricBook.seed).
+SEEDED_OUTCOMES: Final = ("completed", "failed")
+
 
 class MetricBook:
-    """Totals of every workflow metric series, as persisted in the ledger."""
+    """Totals of every workflow metric series, as persisted in the ledger.
+
+    Label values are capped: beyond `max_workflows` workflows (or `max_nodes` nodes of one
+    workflow) events count under `other`. Slots go to workflows and nodes in the order they
+    are first seen: persisted totals first (loaded at start), then discovery's zero series,
+    then new events.
+    """
 
     def __init__(self, max_workflows: int = 200, max_nodes: int = 100) -> None:
         self.max_workflows = max_workflows
@@ -264,14 +318,61 @@ class MetricBook:
             (name, json.dumps(list(labels)), s.to_json()) for (name, labels), s in changed.items()
         ]
 
+    def seed(self, metric: MetricDef, labels: tuple[str, ...]) -> None:
+        """Create the series `labels` + each of SEEDED_OUTCOMES at 0 where missing.
+
+        increase() sees an event only in a series that existed before it. Existing series
+        (persisted totals) are left as they are, and zero series are never written to the
+        ledger (nothing changed). A workflow beyond the cap gets no zero series at all: a
+        zero `other` series would only take node slots of `other` in discovery order, and
+        its own events will count under `other` whenever they happen. A node beyond the
+        cap of a workflow within it gets the zero series its events will count into
+        (`node="other"`), which takes no named slot.
+        """
+        workflow_id = labels[metric.labels.index("workflow_id")]
+        if workflow_id not in self._workflows and len(self._workflows) >= self.max_workflows:
+            return
+        for outcome in SEEDED_OUTCOMES:
+            full = (*labels, outcome)
+            if (metric.name, full) not in self.series:
+                self.series.setdefault((metric.name, self._capped(metric, full)), Series())
+
+    def seed_spans(self, spans: Iterable[ReadableSpan]) -> None:
+        """Zero series for the runs and steps of mapped spans (nodes discovery did not know)."""
+        for span in spans:
+            counted = _counted(span)
+            if counted is not None:
+                self.seed(counted.metric, counted.labels[:-1])
+
+    def seed_workflow(self, info: WorkflowInfo, options: MappingOptions) -> None:
+        """Zero series for a discovered workflow's runs and for every typed node of its graph.
+
+        Nodes without a type in the graph are left out: their steps get the type inferred
+        from the step record, which discovery cannot know.
+        """
+        workflow_id, workflow = workflow_labels(info, options)
+        self.seed(RUNS, (workflow_id, workflow))
+        for node_id, node_type in info.graph.node_types.items():
+            node = truncate(node_id, MAX_NAME_LENGTH) or "unknown"
+            node_type = truncate(node_type, options.content_max_length)
+            self.seed(STEPS, (workflow_id, workflow, node, node_type))
+
+    def capped_workflow(self, workflow_id: str, workflow: str) -> tuple[str, str]:
+        """(workflow_id, workflow) as the workflow metrics show them: `other` beyond the cap."""
+        if workflow_id not in self._workflows:
+            if len(self._workflows) >= self.max_workflows:
+                return OTHER, OTHER
+            self._workflows.add(workflow_id)
+        return workflow_id, workflow
+
     def _capped(self, metric: MetricDef, labels: tuple[str, ...]) -> tuple[str, ...]:
         names = metric.labels
         if "workflow_id" not in names:
             return labels
         values = dict(zip(names, labels, strict=True))
-        workflow_id = values["workflow_id"]
-        if workflow_id not in self._workflows and len(self._workflows) >= self.max_workflows:
-            values["workflow_id"] = values["workflow"] = OTHER
+        values["workflow_id"], values["workflow"] = self.capped_workflow(
+            values["workflow_id"], values["workflow"]
+        )
         if "node" in values:
             nodes = self._nodes.setdefault(values["workflow_id"], set())
             if values["node"] not in nodes and len(nodes) >= self.max_nodes:
@@ -283,9 +384,11 @@ class MetricBook:
     def _remember(self, metric: MetricDef, labels: tuple[str, ...]) -> None:
         values = dict(zip(metric.labels, labels, strict=False))
         workflow_id = values.get("workflow_id")
-        if workflow_id is None or workflow_id == OTHER:
+        if workflow_id is None:
             return
-        self._workflows.add(workflow_id)
+        if workflow_id != OTHER:
+            self._workflows.add(workflow_id)
+        # The nodes of `other` are capped too: it gathers the nodes of many workflows.
         if "node" in values:
             self._nodes.setdefault(workflow_id, set()).add(values["node"])
 
@@ -310,6 +413,111 @@ def _upgraded_buckets(definition: MetricDef, series: Series) -> Series:
     added = [0] * (len(definition.buckets) - len(legacy))
     series.buckets = [*series.buckets[:-1], *added, series.buckets[-1]]
     return series
+
+
+def workflow_labels(info: WorkflowInfo, options: MappingOptions) -> tuple[str, str]:
+    """(workflow_id, workflow) label values, as the spans of that workflow will carry them."""
+    workflow_id = truncate(info.workflow_id, MAX_NAME_LENGTH)
+    if info.name:
+        return workflow_id, truncate(info.name, options.content_max_length)
+    return workflow_id, workflow_id
+
+
+# --- runs in flight --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _WorkflowInFlight:
+    labels: tuple[str, str]  # (workflow_id, workflow), capped
+    starts: Mapping[str, float]  # run id -> start time (Unix seconds)
+
+
+class RunsInFlight:
+    """The runs of each workflow that were in flight when its run history was last listed.
+
+    Written by the poll cycle, read at scrape time from another thread. A workflow whose
+    listing failed keeps what the previous poll saw: its runs are not known to have ended.
+    A run without a readable start time counts from when this process first saw it.
+    """
+
+    def __init__(self, book: MetricBook, clock: Callable[[], float] = time.time) -> None:
+        self._book = book
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._workflows: dict[str, _WorkflowInFlight] = {}
+
+    def observe(self, info: WorkflowInfo, runs: Iterable[Run], options: MappingOptions) -> None:
+        """What one successful listing of the workflow's runs showed."""
+        now = self._clock()
+        labels = self._book.capped_workflow(*workflow_labels(info, options))
+        with self._lock:
+            previous = self._workflows.get(info.workflow_id)
+            known = previous.starts if previous is not None else {}
+            starts = {
+                run.id: _start_seconds(run, known.get(run.id, now))
+                for run in runs
+                if _in_flight(run)
+            }
+            self._workflows[info.workflow_id] = _WorkflowInFlight(labels, starts)
+
+    def retain(self, workflow_ids: Collection[str]) -> None:
+        """Forget workflows this process no longer polls (deleted, or another shard's)."""
+        with self._lock:
+            for workflow_id in set(self._workflows) - set(workflow_ids):
+                del self._workflows[workflow_id]
+
+    def by_labels(self) -> dict[tuple[str, str], tuple[int, float | None]]:
+        """(workflow_id, workflow) -> (runs in flight, start of the oldest one or None)."""
+        found: dict[tuple[str, str], tuple[int, float | None]] = {}
+        with self._lock:
+            workflows = list(self._workflows.values())
+        for workflow in workflows:  # several workflows share the labels `other`
+            count, oldest = found.get(workflow.labels, (0, None))
+            first = min(workflow.starts.values(), default=None)
+            if oldest is None or (first is not None and first < oldest):
+                oldest = first
+            found[workflow.labels] = (count + len(workflow.starts), oldest)
+        return found
+
+    def now(self) -> float:
+        return self._clock()
+
+
+def _in_flight(run: Run) -> bool:
+    # The same verdict map_run gives: an unreadable end time counts as no end time.
+    has_end = lenient_timestamp_ns(run.end_time) is not None
+    return not run_is_terminal(run.status, has_end_time=has_end)
+
+
+def _start_seconds(run: Run, fallback: float) -> float:
+    start = lenient_timestamp_ns(run.start_time)
+    return fallback if start is None else start / 1e9
+
+
+class InFlightCollector(Collector):
+    """Runs in flight per workflow and the age of the oldest, computed at scrape time."""
+
+    def __init__(self, in_flight: RunsInFlight) -> None:
+        self._in_flight = in_flight
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["workflow_id", "workflow"]
+        count = GaugeMetricFamily(
+            "orchestra_runs_in_flight",
+            "Runs started and not finished, per workflow, as of its last poll",
+            labels=labels,
+        )
+        age = GaugeMetricFamily(
+            "orchestra_run_in_flight_oldest_age_seconds",
+            "Seconds since the start of the oldest run in flight, per workflow (0: none)",
+            labels=labels,
+        )
+        now = self._in_flight.now()
+        for key, (runs, oldest) in sorted(self._in_flight.by_labels().items()):
+            count.add_metric(key, runs)
+            age.add_metric(key, 0.0 if oldest is None else max(0.0, now - oldest))
+        yield count
+        yield age
 
 
 def _add(series: Series, sample: Sample, now: float) -> None:

@@ -1,4 +1,5 @@
-"""The promtool fixture: skips without promtool, except in CI (env CI set), where it fails."""
+"""Fixtures for promtool and amtool: they skip without the tool, except in CI (env CI set),
+where they fail."""
 
 from __future__ import annotations
 
@@ -6,15 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.promtool import find_promtool, in_ci
+from tests.deploy.promtool import find_tool, in_ci
 
 
-@pytest.fixture(scope="session")
-def promtool() -> Path:
-    path = find_promtool()
+def require_tool(name: str) -> Path:
+    path = find_tool(name)
     if path is None:
-        reason = "promtool is not on PATH nor in .ci/bin (install it with .ci/install-promtool)"
+        reason = f"{name} is not on PATH nor in .ci/bin (install it with .ci/install-prometheus)"
         if in_ci():
             pytest.fail(f"{reason}; CI must have it", pytrace=False)
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    return require_tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def amtool() -> Path:
+    return require_tool("amtool")

@@ -33,7 +33,9 @@ def _m(name: str, kind: Kind, *labels: str, exemplars: bool = False) -> Metric:
 _STEP = ("workflow_id", "workflow", "node", "node_type", "outcome")
 _RUN = ("workflow_id", "workflow", "outcome")
 
-# Workflow metrics: counted once per step/run when first exported, persisted across restarts.
+# Workflow metrics: counters and histograms counted once per step/run when first exported,
+# persisted across restarts (the counters of known workflows and nodes start at 0); the
+# in-flight gauges are what the last poll of each workflow saw.
 WORKFLOW_METRICS: Final = (
     # exemplars only on the outcome="failed" series
     _m("orchestra_steps_total", "counter", *_STEP, exemplars=True),
@@ -58,6 +60,8 @@ WORKFLOW_METRICS: Final = (
         "gen_ai_response_model",
         "error_type",  # only on failures
     ),
+    _m("orchestra_runs_in_flight", "gauge", "workflow_id", "workflow"),
+    _m("orchestra_run_in_flight_oldest_age_seconds", "gauge", "workflow_id", "workflow"),
 )
 
 WORKFLOW_METRICS += (

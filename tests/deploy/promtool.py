@@ -1,4 +1,4 @@
-"""Finding and running promtool: on PATH or installed by .ci/install-promtool."""
+"""Finding and running the Prometheus tools: on PATH or installed by .ci/install-prometheus."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-LOCAL_PROMTOOL = REPO / ".ci" / "bin" / "promtool"
+LOCAL_BIN = REPO / ".ci" / "bin"
 
 
-def find_promtool() -> Path | None:
-    on_path = shutil.which("promtool")
+def find_tool(name: str) -> Path | None:
+    """`name` on PATH, else in .ci/bin (prometheus, promtool, alertmanager, amtool)."""
+    on_path = shutil.which(name)
     if on_path:
         return Path(on_path)
-    if LOCAL_PROMTOOL.is_file() and os.access(LOCAL_PROMTOOL, os.X_OK):
-        return LOCAL_PROMTOOL
+    local = LOCAL_BIN / name
+    if local.is_file() and os.access(local, os.X_OK):
+        return local
     return None
 
 

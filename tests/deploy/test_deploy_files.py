@@ -281,9 +281,11 @@ def _mounts(service: Mapping[str, Any]) -> dict[str, Path]:
     return {v["target"]: Path(v["source"]) for v in service["volumes"] if v["type"] == "bind"}
 
 
-def test_compose_prometheus_and_grafana_wiring(compose_bin: Path, tmp_path: Path):
-    """Prometheus scrapes the exporter service and loads the rules; Grafana finds the
-    dashboard where its provider looks and the data sources it names."""
+def test_compose_prometheus_alertmanager_and_grafana_wiring(compose_bin: Path, tmp_path: Path):
+    """Prometheus scrapes the exporter service, loads the rules and sends alerts to the
+    Alertmanager service, which reads deploy/alertmanager/alertmanager.yml and reaches the
+    example webhook on the host; Grafana finds the dashboard where its provider looks and
+    the data sources it names."""
     model = compose_model(compose_bin, COMPOSE_DIR / "tempo-grafana.yml", tmp_path, None)
     services = model["services"]
 
@@ -296,6 +298,22 @@ def test_compose_prometheus_and_grafana_wiring(compose_bin: Path, tmp_path: Path
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     targets = [t for sc in jobs["orchestra-otel"]["static_configs"] for t in sc["targets"]]
     assert f"{EXPORTER_SERVICE}:9464" in targets
+
+    alertmanager = services["alertmanager"]
+    (alertmanagers,) = config["alerting"]["alertmanagers"]
+    assert alertmanagers["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    am_config = PurePosixPath("/etc/alertmanager/alertmanager.yml")
+    assert f"--config.file={am_config}" in alertmanager["command"]
+    assert _mounts(alertmanager)[str(am_config)] == DEPLOY / "alertmanager" / "alertmanager.yml"
+    assert any(v["type"] == "volume" for v in alertmanager["volumes"]), "silences are kept"
+    receivers = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    hosts = {
+        webhook["url"].split("//", 1)[1].split(":", 1)[0]
+        for receiver in receivers["receivers"]
+        for webhook in receiver.get("webhook_configs", [])
+    }
+    assert hosts == {"host.docker.internal"}
+    assert alertmanager["extra_hosts"] == ["host.docker.internal=host-gateway"]
 
     grafana = _mounts(services["grafana"])
     provisioning = grafana["/etc/grafana/provisioning"]

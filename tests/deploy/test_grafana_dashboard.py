@@ -15,6 +15,7 @@ from tests.deploy.promql import (
     grafana_to_promql,
     label_names,
     metric_names,
+    recorded_names,
     unknown_metric_names,
 )
 from tests.deploy.promtool import REPO, run_promtool
@@ -23,9 +24,15 @@ GRAFANA_DIR = REPO / "deploy" / "grafana"
 DASHBOARD = GRAFANA_DIR / "orchestra-otel-dashboard.json"
 DATASOURCES = GRAFANA_DIR / "provisioning" / "datasources" / "datasources.yml"
 PROVIDERS = GRAFANA_DIR / "provisioning" / "dashboards" / "dashboards.yml"
+RULES = REPO / "deploy" / "prometheus" / "orchestra-otel-rules.yml"
 
 PROMETHEUS_REF = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 TRACES_UID = "${DS_TRACES}"
+
+
+def recording_rules() -> dict[str, str]:
+    rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    return {r["record"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "record" in r}
 
 
 def dashboard() -> dict[str, Any]:
@@ -121,9 +128,17 @@ def test_every_metric_name_in_the_dashboard_is_a_published_metric() -> None:
 
 
 def test_every_label_in_the_dashboard_belongs_to_the_metrics_selected() -> None:
+    recorded = recording_rules()
     for where, expr in prometheus_exprs():
-        unknown = label_names(expr) - allowed_labels(expr) - {"alertname", "alertstate"}
+        allowed = allowed_labels(expr, recorded) | {"alertname", "alertstate"}
+        unknown = label_names(expr) - allowed
         assert not unknown, f"{where}: labels {sorted(unknown)}"
+
+
+def test_the_recording_rules_the_dashboard_uses_exist() -> None:
+    used = {name for _, expr in prometheus_exprs() for name in recorded_names(expr)}
+    assert used, "the SLO and stuck-run panels use recording rules"
+    assert used <= set(recording_rules()), sorted(used - set(recording_rules()))
 
 
 def test_exemplars_are_enabled_on_the_failure_panel() -> None:

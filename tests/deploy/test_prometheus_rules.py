@@ -27,18 +27,25 @@ COMPOSE_CONFIG = PROMETHEUS_DIR / "prometheus.compose.yml"
 
 JOB = "orchestra-otel"
 TARGETS = {CONFIG: "localhost:9464", COMPOSE_CONFIG: "orchestra-otel:9464"}
+ALERTMANAGERS = {CONFIG: "localhost:9093", COMPOSE_CONFIG: "alertmanager:9093"}
 EXPECTED_ALERTS = {
     "OrchestraStepFailed",
     "OrchestraStepFailureRatioHigh",
     "OrchestraRunsFailing",
+    "OrchestraRunStuck",
+    "OrchestraWorkflowErrorBudgetFastBurn",
+    "OrchestraWorkflowErrorBudgetSlowBurn",
     "OrchestraExporterDown",
     "OrchestraExporterNoSuccessfulPoll",
     "OrchestraExporterApiAuthFailing",
     "OrchestraExporterExportFailing",
     "OrchestraExporterBacklogGrowing",
 }
-WORKFLOW_ALERTS = {"OrchestraStepFailed", "OrchestraStepFailureRatioHigh", "OrchestraRunsFailing"}
+WORKFLOW_ALERTS = {name for name in EXPECTED_ALERTS if not name.startswith("OrchestraExporter")}
 STEP_ALERT = "OrchestraStepFailed"
+# Settings: recording rules whose per-workflow overrides carry a workflow_id label.
+SETTINGS = {"orchestra:run_stuck_threshold_seconds", "orchestra:run_success_objective:ratio"}
+README = PROMETHEUS_DIR / "README.md"
 
 
 def load(path: Path) -> Any:
@@ -150,8 +157,23 @@ def test_every_label_in_the_rules_belongs_to_the_metrics_selected() -> None:
     recorded = recordings()
     for rule in rules():
         name = rule.get("alert") or rule["record"]
-        unknown = label_names(rule["expr"]) - allowed_labels(rule["expr"], recorded)
+        allowed = allowed_labels(rule["expr"], recorded)
+        if recorded_names(rule["expr"]) & SETTINGS:
+            allowed.add("workflow_id")
+        unknown = label_names(rule["expr"]) - allowed
         assert not unknown, f"{name}: labels {sorted(unknown)} exist on none of its metrics"
+
+
+def test_the_settings_are_defaults_that_records_per_workflow_override() -> None:
+    recorded = recordings()
+    assert recorded["orchestra:run_stuck_threshold_seconds"].strip() == "vector(1800)"
+    assert recorded["orchestra:run_success_objective:ratio"].strip() == "vector(0.99)"
+    for setting in SETTINGS:
+        users = [name for name, expr in recorded.items() if setting in recorded_names(expr)]
+        assert len(users) == 1, (setting, users)
+        expr = recorded[users[0]]
+        # The override (a record with a workflow_id label) wins, else the default.
+        assert f'{setting}{{workflow_id!=""}}' in expr and f'{setting}{{workflow_id=""}}' in expr
 
 
 def test_recording_rules_are_defined_before_use_in_the_same_group() -> None:
@@ -173,12 +195,25 @@ def test_the_alerts() -> None:
         assert "for" in rule, name
         assert rule["labels"]["severity"] in {"warning", "critical"}, name
         annotations = rule["annotations"]
-        for key in ("summary", "description", "runbook"):
+        for key in ("summary", "description", "runbook", "runbook_url"):
             assert annotations.get(key, "").strip(), f"{name} lacks annotations.{key}"
-        assert "\n" not in annotations["description"], f"{name}: description is one paragraph"
+        for key, text in annotations.items():
+            assert "\n" not in text, f"{name}: annotations.{key} is one paragraph"
+        assert annotations["runbook_url"].endswith(f"#{name.lower()}"), name
+        assert "$externalLabels.runbook_url" in annotations["runbook_url"], name
     for name in WORKFLOW_ALERTS:
-        text = found[name]["annotations"]["summary"] + found[name]["annotations"]["description"]
+        annotations = found[name]["annotations"]
+        text = annotations["summary"] + annotations["description"]
         assert "{{ $labels.workflow }}" in text, name
+        # Where to look: trace searches of that workflow, built from its labels.
+        for key, base in (("grafana_traces", "grafana_url"), ("jaeger_traces", "jaeger_url")):
+            assert f"$externalLabels.{base}" in annotations[key], (name, key)
+            assert "$labels.workflow_id" in annotations[key], (name, key)
+            assert "urlquery" in annotations[key], (name, key)
+    for name in EXPECTED_ALERTS - WORKFLOW_ALERTS:
+        assert "$externalLabels.grafana_url" in found[name]["annotations"]["dashboard"], name
+    for key in ("grafana_traces", "jaeger_traces"):
+        assert "$labels.node" in found[STEP_ALERT]["annotations"][key], key
     step = found[STEP_ALERT]
     assert step["for"] == "0m", "a failed step alerts at the first evaluation that sees it"
     assert "{{ $labels.node }}" in step["annotations"]["summary"]
@@ -207,6 +242,33 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
     assert any("fires within one evaluation interval" in name for name in names)
 
 
+def test_every_recording_rule_has_a_unit_test() -> None:
+    tests = load(RULE_TESTS)
+    tested = {
+        name
+        for case in tests["tests"]
+        for check in case.get("promql_expr_test", [])
+        for name in recorded_names(check["expr"])
+        if check.get("exp_samples")
+    }
+    assert set(recordings()) <= tested, sorted(set(recordings()) - tested)
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    """deploy/prometheus/README.md has a section per alert, where runbook_url points."""
+    headings = {
+        line.removeprefix("### ").strip()
+        for line in README.read_text(encoding="utf-8").splitlines()
+        if line.startswith("### ")
+    }
+    assert headings >= EXPECTED_ALERTS, sorted(EXPECTED_ALERTS - headings)
+    text = README.read_text(encoding="utf-8")
+    for name in EXPECTED_ALERTS:
+        section = text.split(f"### {name}\n", 1)[1].split("\n### ", 1)[0]
+        assert "What to do" in section, name
+        assert "Where to look" in section, name
+
+
 @pytest.mark.parametrize("config", sorted(TARGETS), ids=lambda path: path.name)
 def test_the_example_prometheus_config(config: Path) -> None:
     data = load(config)
@@ -218,9 +280,18 @@ def test_the_example_prometheus_config(config: Path) -> None:
     assert targets == [TARGETS[config]]
     # The unit tests assume the evaluation interval of the example config.
     assert data["global"]["evaluation_interval"] == load(RULE_TESTS)["evaluation_interval"]
+    (alertmanagers,) = data["alerting"]["alertmanagers"]
+    assert alertmanagers["static_configs"][0]["targets"] == [ALERTMANAGERS[config]]
+    # The base URLs of the links in the alerts' annotations.
+    labels = data["global"]["external_labels"]
+    assert set(labels) >= {"grafana_url", "jaeger_url"}
+    assert all(url.startswith("http") and not url.endswith("/") for url in labels.values())
 
 
-def test_the_compose_config_differs_only_in_the_target() -> None:
+def test_the_compose_config_differs_only_in_the_targets() -> None:
     host, compose = load(CONFIG), load(COMPOSE_CONFIG)
     compose["scrape_configs"][0]["static_configs"][0]["targets"] = [TARGETS[CONFIG]]
+    compose["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [
+        ALERTMANAGERS[CONFIG]
+    ]
     assert compose == host

@@ -128,7 +128,10 @@ def test_failure_exemplar_points_at_a_failed_run(world: World) -> None:
     finally:
         code, stderr = stop_daemon(daemon)
     assert code == 0, stderr
-    failed = [s for s in samples(text, "orchestra_steps_total") if s[0]["outcome"] == "failed"]
+    # Nodes that never failed show failed=0 (created at discovery), with no run to point at.
+    failed = [
+        s for s in samples(text, "orchestra_steps_total") if s[0]["outcome"] == "failed" and s[1]
+    ]
     assert failed
     failed_traces = {span.trace_id for span in world.receiver.spans() if span.status_code == 2}
     for labels, _, exemplar in failed:
