@@ -33,6 +33,16 @@ _T = TypeVar("_T")
 MAX_UNREADABLE_TRIES = 3
 
 
+class CollectObserver:
+    """Told what the collector saw, for the metrics (the runs in flight, zero series)."""
+
+    def listed(self, info: WorkflowInfo, due: Sequence[Run]) -> None:
+        """The runs of one workflow that are unseen or unfinished, after a good listing."""
+
+    def mapped(self, spans: RunSpans) -> None:
+        """The spans just mapped from one run's steps."""
+
+
 class Collector:
     """Finds the due runs of each workflow and maps what the ledger has not captured.
 
@@ -51,6 +61,7 @@ class Collector:
         *,
         lookback_s: float,
         clock: Callable[[], float] = time.time,
+        observer: CollectObserver | None = None,
     ) -> None:
         self._client = client
         self._ledger = ledger
@@ -59,6 +70,7 @@ class Collector:
         self._reporter = reporter
         self._lookback_s = lookback_s
         self._clock = clock
+        self._observer = observer or CollectObserver()
 
     async def collect(self, workflows: Iterable[WorkflowInfo], result: PollResult) -> list[Capture]:
         per_workflow = [self._collect_workflow(info, result) for info in workflows]
@@ -73,6 +85,7 @@ class Collector:
                 info.workflow_id, since_ns=first_since, now_ns=now_ns
             )
         due = await self._due_runs(info.workflow_id, since, now_ns)
+        self._observer.listed(info, due)
         result.runs_seen += len(due)
         captures = await settle_all([self.collect_run(info, run, result) for run in due], result)
         return [capture for capture in captures if capture is not None]
@@ -125,6 +138,7 @@ class Collector:
         except ApiResponseTooLargeError as exc:
             return self._unreadable(info.workflow_id, run, exc)
         mapped = map_run(info, run, steps, self._options, already_exported=captured)
+        self._observer.mapped(mapped)
         self._reporter.mapping_problems(info.workflow_id, mapped.problems)
         self._reporter.unpriced(mapped.unpriced_models)
         if not mapped.run_terminal:

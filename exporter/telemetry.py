@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.mapping.spans import MappingOptions, WorkflowInfo
+from exporter.mapping.options import MappingOptions
+from exporter.mapping.spans import WorkflowInfo
 from exporter.source.client import ClientStats
 from exporter.workflow_metrics import (
     BookCollector,
