@@ -9,8 +9,9 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from exporter import __version__
-from exporter.config import Settings
+from exporter.config import KEY_SHAPE, Settings, is_api_key_shaped
 from exporter.errors import ApiAuthError
+from exporter.logs import redact_also
 from exporter.mapping.attributes import SCOPE_NAME
 from exporter.mapping.spans import MappingOptions
 from exporter.poller import Poller, PollResult, PollSettings
@@ -56,6 +57,7 @@ class Runtime:
     sink: SpanSink
     poller: Poller
     _api_key: str = ""
+    _refused_key: str = ""
     _auth_failing_logged: bool = False
 
     @property
@@ -89,7 +91,13 @@ class Runtime:
         except (OSError, UnicodeDecodeError) as exc:
             log.warning("cannot re-read ORCHESTRA_API_KEY_FILE: %s", type(exc).__name__)
             return
+        if key and not is_api_key_shaped(key):
+            if key != self._refused_key:  # said once per content, not every poll
+                self._refused_key = key
+                log.warning("ORCHESTRA_API_KEY_FILE changed but holds no key: %s", KEY_SHAPE)
+            return
         if key and key != self._api_key:
+            redact_also(key)
             self._api_key = key
             self.client.set_api_key(key)
             log.info("ORCHESTRA_API_KEY_FILE changed: using the new key")
