@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from exporter import __version__
 from exporter.app import Runtime, mapping_options, open_runtime
 from exporter.config import KEYS, Settings, load_settings
-from exporter.errors import ApiAuthError, ApiError, ConfigError, OrchestraOtelError
+from exporter.errors import ApiAuthError, ApiError, ConfigError, OrchestraOtelError, StateError
 from exporter.httpserver import HttpServer
 from exporter.logs import configure_logging
 from exporter.mapping.graph import graph_from_api
@@ -40,6 +40,9 @@ log = logging.getLogger("orchestra-otel")
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_CONFIG: Final = 2
+# The state file cannot be used (damaged, a symlink, an unwritable place): restarting
+# will not help, so systemd's RestartPreventExitStatus= names it.
+EXIT_STATE: Final = 3
 
 DEMO_API_KEY: Final = "demo-key"
 
@@ -63,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"orchestra-otel: the API rejected the key: {escape_control(str(exc))}", file=sys.stderr
         )
         return EXIT_CONFIG
+    except StateError as exc:
+        print(f"orchestra-otel: {escape_control(str(exc))}", file=sys.stderr)
+        return EXIT_STATE
     except OrchestraOtelError as exc:
         print(f"orchestra-otel: {escape_control(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
@@ -383,6 +389,9 @@ async def _check(settings: Settings) -> int:
         except ApiError as exc:
             print(f"Orchestra API: FAILED, {escape_control(str(exc))}")
             code = EXIT_FAILED
+    except StateError as exc:
+        print(f"state file: FAILED, {escape_control(str(exc))}")
+        code = EXIT_STATE
     except OrchestraOtelError as exc:
         print(f"FAILED: {escape_control(str(exc))}")
         code = EXIT_FAILED
