@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
 from exporter import __version__
-from exporter.config import Settings
+from exporter.config import KEY_SHAPE, Settings, is_api_key_shaped
 from exporter.errors import ApiAuthError
+from exporter.logs import redact_also
 from exporter.mapping.options import MappingOptions, default_scope
 from exporter.poller import Poller, PollSettings
 from exporter.results import PollResult
@@ -71,6 +72,7 @@ class Runtime:
     _auth: Condition = field(default_factory=lambda: Condition("auth"))
     _ledger_condition: Condition = field(default_factory=lambda: Condition("ledger"))
     _last_errors: frozenset[str] = frozenset()
+    _refused_key: str = ""
 
     @property
     def telemetry(self) -> Telemetry:
@@ -100,7 +102,13 @@ class Runtime:
         except (OSError, UnicodeDecodeError) as exc:
             log.warning("cannot re-read ORCHESTRA_API_KEY_FILE: %s", type(exc).__name__)
             return
+        if key and not is_api_key_shaped(key):
+            if key != self._refused_key:  # said once per content, not every poll
+                self._refused_key = key
+                log.warning("ORCHESTRA_API_KEY_FILE changed but holds no key: %s", KEY_SHAPE)
+            return
         if key and key != self._api_key:
+            redact_also(key)
             self._api_key = key
             self.client.set_api_key(key)
             log.info("ORCHESTRA_API_KEY_FILE changed: using the new key")

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 from exporter import __version__
 from exporter.app import Runtime, mapping_options, open_runtime
 from exporter.config import KEYS, Settings, load_settings
-from exporter.errors import ApiAuthError, ApiError, ConfigError, OrchestraOtelError
+from exporter.errors import ApiAuthError, ApiError, ConfigError, OrchestraOtelError, StateError
 from exporter.httpserver import HttpServer
 from exporter.logs import configure_logging
 from exporter.mapping.graph import graph_from_api
@@ -32,12 +32,16 @@ from exporter.sink.encoding import to_otlp_json
 from exporter.sink.factory import build_sink
 from exporter.sink.otlp import probe_endpoint
 from exporter.source.models import Run, Step, Workflow, parse_records, replace_lone_surrogates
+from exporter.textsafe import escape_control
 
 log = logging.getLogger("orchestra-otel")
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_CONFIG: Final = 2
+# The state file cannot be used (damaged, a symlink, an unwritable place): restarting
+# will not help, so systemd's RestartPreventExitStatus= names it.
+EXIT_STATE: Final = 3
 
 DEMO_API_KEY: Final = "demo-key"
 
@@ -57,10 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
     except ApiAuthError as exc:
-        print(f"orchestra-otel: the API rejected the key: {exc}", file=sys.stderr)
+        print(
+            f"orchestra-otel: the API rejected the key: {escape_control(str(exc))}", file=sys.stderr
+        )
         return EXIT_CONFIG
+    except StateError as exc:
+        print(f"orchestra-otel: {escape_control(str(exc))}", file=sys.stderr)
+        return EXIT_STATE
     except OrchestraOtelError as exc:
-        print(f"orchestra-otel: {exc}", file=sys.stderr)
+        print(f"orchestra-otel: {escape_control(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK
@@ -144,16 +153,10 @@ def _settings(args: argparse.Namespace, *, require_api_key: bool = True) -> Sett
     settings = load_settings(
         config_path=args.config, flags=_flags(args), require_api_key=require_api_key
     )
-    configure_logging(settings.log_level, settings.log_format, _secrets(settings))
+    configure_logging(settings.log_level, settings.log_format, settings.secrets())
+    for warning in settings.warnings():
+        log.warning("%s", warning)
     return settings
-
-
-def _secrets(settings: Settings) -> list[str]:
-    try:
-        key = settings.api_key_value()
-    except OSError:
-        return []
-    return [key] if key else []
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -208,7 +211,7 @@ async def _daemon(
     log.info(
         "orchestra-otel %s: polling %s every %gs, exporting to %s",
         __version__,
-        settings.base_url,
+        settings.shown_base_url,
         settings.poll_interval,
         sink.name,
     )
@@ -257,7 +260,7 @@ def _exit_code(result: PollResult) -> int:
 def _print_result(result: PollResult) -> None:
     print(result.summary(), file=sys.stderr)
     for error in result.errors:
-        print(f"  {error}", file=sys.stderr)
+        print(f"  {escape_control(error)}", file=sys.stderr)
 
 
 _DEPLOYMENT_ONLY: Final = frozenset(
@@ -347,7 +350,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    print(f"configuration: ok (API {settings.base_url}, state {settings.state_path})")
+    print(f"configuration: ok (API {settings.shown_base_url}, state {settings.state_path})")
     return asyncio.run(_check(settings))
 
 
@@ -364,17 +367,21 @@ async def _check(settings: Settings) -> int:
         print(f"state file: ok ({settings.state_path}: {runtime.ledger.counts()})")
         try:
             await runtime.poller.workflows.refresh()
-            names = [info.display_name for info in runtime.poller.workflows.workflows.values()]
+            workflows = runtime.poller.workflows.workflows.values()
+            names = [escape_control(info.display_name) for info in workflows]
             shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
             print(f"Orchestra API: ok, key accepted; {len(names)} workflows to export: {shown}")
         except ApiAuthError as exc:
-            print(f"Orchestra API: FAILED, the key was rejected ({exc})")
+            print(f"Orchestra API: FAILED, the key was rejected ({escape_control(str(exc))})")
             code = EXIT_CONFIG
         except ApiError as exc:
-            print(f"Orchestra API: FAILED, {exc}")
+            print(f"Orchestra API: FAILED, {escape_control(str(exc))}")
             code = EXIT_FAILED
+    except StateError as exc:
+        print(f"state file: FAILED, {escape_control(str(exc))}")
+        code = EXIT_STATE
     except OrchestraOtelError as exc:
-        print(f"FAILED: {exc}")
+        print(f"FAILED: {escape_control(str(exc))}")
         code = EXIT_FAILED
     finally:
         if runtime is not None:
@@ -419,13 +426,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise ConfigError([f"{args.file}: expected the steps array the API returns"])
     steps, rejected = parse_records(document, Step)
     for bad in rejected:
-        print(f"warning: step #{bad.index} skipped: {bad.reason}", file=sys.stderr)
+        print(f"warning: step #{bad.index} skipped: {escape_control(bad.reason)}", file=sys.stderr)
     workflow = _convert_workflow(args)
     run = _convert_run(args, steps)
     settings = load_settings(environ=os.environ, require_api_key=False)
     mapped = map_run(workflow, run, steps, mapping_options(settings))
     for problem in mapped.problems:
-        print(f"warning: {problem.record}: {problem.reason}", file=sys.stderr)
+        print(
+            f"warning: {escape_control(problem.record)}: {escape_control(problem.reason)}",
+            file=sys.stderr,
+        )
     print(to_otlp_json(mapped.all_spans(), indent=args.indent))
     return EXIT_OK
 

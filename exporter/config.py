@@ -8,12 +8,15 @@ like the OpenTelemetry Collector's `Validate()`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -77,6 +80,11 @@ KEYS: Final = (
     Key("traceparent_mode", "ORCHESTRA_TRACEPARENT_MODE", "link or parent: the caller's span"),
     Key("prices", "ORCHESTRA_PRICES", "YAML price table: cost of model steps (none: no cost)"),
     Key("wait_spans", "ORCHESTRA_WAIT_SPANS", "add INTERNAL wait spans for gaps between steps"),
+    Key(
+        "allow_insecure_http",
+        "ORCHESTRA_ALLOW_INSECURE_HTTP",
+        "true allows an http:// API other than loopback (the key travels in clear)",
+    ),
 )
 # The GenAI conventions' own switch for content capture; ORCHESTRA_CAPTURE_CONTENT wins.
 CAPTURE_CONTENT_ALIAS: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -116,6 +124,7 @@ class Settings(BaseModel):
     wait_spans: bool = False
     # Read from `prices` by load_settings, so its problems are reported with the others.
     price_table: PriceTable | None = Field(None, exclude=True)
+    allow_insecure_http: bool = False
     otlp_protocol: str = "grpc"
     otlp_endpoint: str | None = None  # from OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
     otlp_metrics: bool = True  # OTEL_METRICS_EXPORTER=none turns the metrics push off
@@ -192,6 +201,32 @@ class Settings(BaseModel):
     def otlp_enabled(self) -> bool:
         return bool(self.otlp_endpoint)
 
+    @property
+    def shown_base_url(self) -> str:
+        """The API base URL fit for logs and terminals: credentials in it are masked."""
+        return redact_url(self.base_url)
+
+    def secrets(self) -> list[str]:
+        """What the logs must never show: the key, and credentials in the base URL."""
+        found = url_credentials(self.base_url)
+        try:
+            key = self.api_key_value()
+        except (OSError, UnicodeDecodeError):
+            key = None
+        return [key, *found] if key else found
+
+    def warnings(self) -> list[str]:
+        """Settings that work but put the key at risk; logged once at start-up."""
+        found = []
+        if self.allow_insecure_http and not _transport_is_private(self.base_url):
+            found.append(
+                f"ORCHESTRA_ALLOW_INSECURE_HTTP=true: the API key is sent in clear to "
+                f"{self.shown_base_url}; use https:// unless the network is yours alone"
+            )
+        if self.api_key_file is not None:
+            found.extend(_key_file_exposure(self.api_key_file))
+        return found
+
     def api_key_value(self) -> str | None:
         """The bearer token, from the key or the key file (surrounding whitespace stripped)."""
         if self.api_key is not None:
@@ -232,6 +267,8 @@ def load_settings(
     if settings is not None and settings.prices is not None:
         table = load_price_table(settings.prices, problems, merged["prices"].label)
         settings = settings.model_copy(update={"price_table": table})
+    if settings is not None:
+        problems.extend(_check_transport(settings, merged))
     if problems or settings is None:
         raise ConfigError(problems)
     return settings
@@ -311,20 +348,38 @@ def _check_api_key(merged: Mapping[str, _Sourced], required: bool) -> list[str]:
         return [f"{key.label} and {key_file.label}: set one of the two, not both"]
     if key_file is not None:
         return _check_key_file(key_file)
-    text = key.value if key is not None else None
-    if required and not (isinstance(text, str) and text.strip()):
+    text = key.value.strip() if key is not None and isinstance(key.value, str) else ""
+    if required and not text:
         return [
             "ORCHESTRA_API_KEY: required (or ORCHESTRA_API_KEY_FILE, a file holding it); "
             "make one in Orchestra under Settings -> API Tokens"
         ]
+    if key is not None and text and not is_api_key_shaped(text):
+        return [f"{key.label}: {KEY_SHAPE}"]
     return []
+
+
+# A bearer token is one HTTP header token: anything else (a second line, a comment, a
+# space) would be refused by the HTTP library, whose error quotes the header value.
+_KEY_SHAPE_RE: Final = re.compile(r"[\x21-\x7e]+")
+KEY_SHAPE: Final = (
+    "the API key must be one token of visible ASCII characters (no spaces, no second "
+    "line, no comments); the value is not shown here"
+)
+
+
+def is_api_key_shaped(key: str) -> bool:
+    return _KEY_SHAPE_RE.fullmatch(key) is not None
 
 
 def _check_key_file(key_file: _Sourced) -> list[str]:
     path = Path(str(key_file.value))
     try:
-        if not path.read_text(encoding="utf-8").strip():
+        content = path.read_text(encoding="utf-8").strip()
+        if not content:
             return [f"{key_file.label}: the file {path} is empty"]
+        if not is_api_key_shaped(content):
+            return [f"{key_file.label}: the file {path} does not hold a key: {KEY_SHAPE}"]
     except OSError as exc:
         # Echo the value only when its folder exists: pasting the key itself into
         # ORCHESTRA_API_KEY_FILE is a common slip, and the error must not repeat it.
@@ -333,6 +388,84 @@ def _check_key_file(key_file: _Sourced) -> list[str]:
     except UnicodeDecodeError:
         return [f"{key_file.label}: {path} is not text"]
     return []
+
+
+def _check_transport(settings: Settings, merged: Mapping[str, _Sourced]) -> list[str]:
+    """http:// sends the bearer key in clear: only to loopback, or when allowed."""
+    if settings.allow_insecure_http or _transport_is_private(settings.base_url):
+        return []
+    label = merged["base_url"].label if "base_url" in merged else "ORCHESTRA_BASE_URL"
+    return [
+        f"{label}: http:// to {_host(settings.base_url)} would send the API key in clear; "
+        "use https://, or set ORCHESTRA_ALLOW_INSECURE_HTTP=true if the network is yours alone"
+    ]
+
+
+def _transport_is_private(url: str) -> bool:
+    """https://, or http:// to this machine."""
+    if not url.lower().startswith("http://"):
+        return True
+    host = _host(url)
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
+def redact_url(url: str) -> str:
+    """`url` with any `user:password@` replaced by `***@`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.rsplit("@", 1)[-1] if "@" in url else url
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def url_credentials(url: str) -> list[str]:
+    """The user info of `url` (and its password), as written and percent-decoded."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return []
+    if "@" not in netloc:
+        return []
+    userinfo = netloc.rsplit("@", 1)[0]
+    password = userinfo.partition(":")[2]
+    found = {userinfo, unquote(userinfo)} | ({password, unquote(password)} if password else set())
+    return sorted(found, key=len, reverse=True)
+
+
+def _key_file_exposure(path: Path) -> list[str]:
+    """Others than the daemon can read the key file: a warning, not an error.
+
+    Group read is how a Kubernetes secret (root:fsGroup, 0440) reaches a non-root pod;
+    it is only surplus when the daemon owns the file itself.
+    """
+    try:
+        info = path.stat()
+    except OSError:
+        return []
+    mode = stat.S_IMODE(info.st_mode)
+    others = bool(mode & stat.S_IROTH)
+    group = bool(mode & stat.S_IRGRP) and info.st_uid == os.geteuid()
+    if not (others or group):
+        return []
+    who = "everyone" if others else "its group"
+    return [
+        f"ORCHESTRA_API_KEY_FILE: {path} is readable by {who} (mode {mode:04o}); "
+        f"chmod 600 it (or 400)"
+    ]
 
 
 def _plain(error: Any) -> str:

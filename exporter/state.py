@@ -10,8 +10,10 @@ write while an operator reads. No credentials are ever stored here.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +23,13 @@ from typing import Any, Final
 from exporter.errors import StateError
 
 SCHEMA_VERSION: Final = 3
+# SQLite keeps these beside the ledger in WAL mode; they hold ledger pages too.
+COMPANION_SUFFIXES: Final = ("-wal", "-shm")
+RECOVERY_HINT: Final = (
+    "move it aside (with its -wal and -shm files), start again, then run "
+    "`orchestra-otel backfill --since TIME` for the window it covered "
+    "(README: Recovering the ledger)"
+)
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -128,18 +137,33 @@ class Ledger:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        _prepare_private_files(self.path)
         try:
-            _create_private(self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open the state file {self.path}: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives process crashes; a power cut may drop the last
             # commit, which costs a re-export (a duplicate), never a loss.
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._check_integrity()
             self._db.executescript(_SCHEMA)
             self._check_version()
         except sqlite3.Error as exc:
-            raise StateError(f"cannot open the state file {self.path}: {exc}") from exc
+            self._db.close()
+            if _is_damage(exc):
+                raise StateError(
+                    f"the state file {self.path} is damaged ({exc}); {RECOVERY_HINT}"
+                ) from exc
+            raise StateError(
+                f"cannot open the state file {self.path}: {exc} (the daemon must be able to "
+                f"write it and create {self.path.name}-wal and -shm beside it)"
+            ) from exc
+        except StateError:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -308,6 +332,17 @@ class Ledger:
 
     # --- plumbing ----------------------------------------------------------------------
 
+    def _check_integrity(self) -> None:
+        """A damaged ledger is refused at start, not found out poll after poll."""
+        rows = self._db.execute("PRAGMA quick_check").fetchall()
+        problems = [str(row[0]) for row in rows if row and row[0] != "ok"]
+        if problems:
+            more = f" and {len(problems) - 1} more problems" if len(problems) > 1 else ""
+            raise StateError(
+                f"the state file {self.path} is damaged (SQLite quick_check: "
+                f"{problems[0]}{more}); {RECOVERY_HINT}"
+            )
+
     def _check_version(self) -> None:
         row = self._one("SELECT value FROM meta WHERE key = 'schema_version'", ())
         if row is None:
@@ -365,11 +400,61 @@ class Ledger:
             raise StateError(f"cannot read the state file {self.path}: {exc}") from exc
 
 
-def _create_private(path: Path) -> None:
-    """Create the file 0600 before SQLite does (it would honour the umask, often 0644)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(descriptor)
+def _prepare_private_files(path: Path) -> None:
+    """Create the ledger 0600 before SQLite does (it honours the umask, often 0644), and
+    make an existing ledger and its -wal/-shm files 0600 too (SQLite gives new -wal/-shm
+    files the ledger's mode). Symbolic links are refused, not followed: a link planted
+    where the ledger goes would have SQLite create or overwrite its target."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(
+            f"cannot create the folder of the state file {path}: {exc.strerror or exc}"
+        ) from exc
+    _open_private(path, create=True)
+    for suffix in COMPANION_SUFFIXES:
+        _open_private(Path(f"{path}{suffix}"), create=False)
+
+
+def _open_private(path: Path, *, create: bool) -> None:
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        descriptor = os.open(path, flags | (os.O_CREAT if create else 0), 0o600)
+    except FileNotFoundError:
+        if create:
+            raise StateError(f"cannot create the state file {path}: no such folder") from None
+        return  # SQLite creates it, with the ledger's mode
+    except OSError as exc:
+        raise StateError(_open_failure(path, exc)) from exc
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise StateError(f"the state file {path} is not a regular file")
+        os.fchmod(descriptor, 0o600)
+    except OSError as exc:
+        raise StateError(
+            f"cannot make the state file {path} private (mode 0600): {exc.strerror or exc}"
+        ) from exc
+    finally:
+        os.close(descriptor)
+
+
+def _open_failure(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return (
+            f"the state file {path} is a symbolic link, which is not followed; "
+            "point ORCHESTRA_STATE_PATH at the file itself"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (
+            f"cannot write the state file {path} ({exc.strerror}): ORCHESTRA_STATE_PATH must "
+            "be in a folder the daemon can write"
+        )
+    return f"cannot open the state file {path}: {exc.strerror or exc}"
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:

@@ -13,6 +13,7 @@ from opentelemetry.trace import StatusCode
 from exporter.mapping import attributes as attr
 from exporter.mapping.ids import format_trace_id
 from exporter.sink.encoding import to_otlp_json
+from exporter.textsafe import escape_control
 
 
 class TreeSink:
@@ -90,7 +91,7 @@ def _render_trace(trace_id: int, spans: list[ReadableSpan], color: bool) -> list
     root = next((s for s in spans if s.parent is None), None)
     origin = (root or min(spans, key=lambda s: s.start_time or 0)).start_time or 0
     workflow = (root.attributes or {}).get(attr.WORKFLOW_NAME) if root else None
-    workflow = workflow if isinstance(workflow, str) else None
+    workflow = escape_control(workflow) if isinstance(workflow, str) else None
     header = f"trace {format_trace_id(trace_id)}"
     if root is None:
         header += f" (steps of a run still in flight{f': {workflow}' if workflow else ''})"
@@ -108,6 +109,7 @@ def _render_trace(trace_id: int, spans: list[ReadableSpan], color: bool) -> list
 
 
 def _describe(span: ReadableSpan, origin: int, color: bool) -> str:
+    """One line for a span; every text that came from the API is escaped."""
     attributes = span.attributes or {}
     duration_ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
     offset_ms = ((span.start_time or 0) - origin) / 1e6
@@ -125,11 +127,12 @@ def _describe(span: ReadableSpan, origin: int, color: bool) -> str:
         )
     if attr.GEN_AI_TOOL_NAME in attributes:
         details.append(str(attributes[attr.GEN_AI_TOOL_NAME]))
-    text = f"{span.name}  {_format_ms(duration_ms)} at +{_format_ms(offset_ms)}  {mark}"
+    name = escape_control(span.name)
+    text = f"{name}  {_format_ms(duration_ms)} at +{_format_ms(offset_ms)}  {mark}"
     if details:
-        text += "  [" + ", ".join(details) + "]"
+        text += "  [" + escape_control(", ".join(details)) + "]"
     if failed and span.status.description:
-        text += f"  -- {span.status.description}"
+        text += f"  -- {escape_control(span.status.description)}"
     return text
 
 

@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.cli import EXIT_CONFIG, EXIT_STATE
 from exporter.config import KEYS, load_settings
 from exporter.discovery import owns_workflow
 
@@ -51,10 +52,12 @@ COMPOSE_FILES = [COMPOSE_DIR / "jaeger.yml", COMPOSE_DIR / "tempo-grafana.yml"]
 UNIT = DEPLOY / "systemd" / "orchestra-otel.service"
 UNIT_ENV_EXAMPLE = DEPLOY / "systemd" / "orchestra-otel.env.example"
 K8S_DIR = DEPLOY / "kubernetes"
+NETWORK_POLICY = K8S_DIR / "networkpolicy.yaml"
 K8S_MANIFESTS = [
     K8S_DIR / "sidecar.yaml",
     K8S_DIR / "statefulset.yaml",
     K8S_DIR / "secret.example.yaml",
+    NETWORK_POLICY,
 ]
 # Oldest Kubernetes the manifests are meant for (native sidecars, the pod-index label),
 # and the newest schema kubernetes-validate bundles.
@@ -63,6 +66,8 @@ GATEWAY = DEPLOY / "collector" / "gateway.yaml"
 AGENT = DEPLOY / "collector" / "sidecar-agent.yaml"
 
 EXPORTER_SERVICE = "orchestra-otel"
+EXPORTER_UID = "10001"
+METRICS_PORT = 9464
 STATE_DIR = "/var/lib/orchestra-otel"
 SECRET_TARGET = "/run/secrets/orchestra_api_key"
 TOOL_TIMEOUT = 120
@@ -256,6 +261,9 @@ def test_compose_exporter_service(compose_bin: Path, file: Path, mode: str, tmp_
     secrets = {_secret_target(s): s["source"] for s in exporter["secrets"]}
     assert secrets[SECRET_TARGET] in model["secrets"]
     assert Path(model["secrets"][secrets[SECRET_TARGET]]["file"]).is_file()
+    (key_secret,) = [s for s in exporter["secrets"] if _secret_target(s) == SECRET_TARGET]
+    assert (key_secret.get("uid"), key_secret.get("gid")) == (EXPORTER_UID, EXPORTER_UID)
+    assert int(str(key_secret.get("mode")), 8) == 0o400, key_secret
 
     state = [v for v in exporter["volumes"] if v["target"] == STATE_DIR]
     assert state and state[0]["type"] == "volume", exporter["volumes"]
@@ -275,6 +283,15 @@ def test_compose_exporter_service(compose_bin: Path, file: Path, mode: str, tmp_
         for volume in service.get("volumes", []):
             if volume["type"] == "bind":
                 assert Path(volume["source"]).exists(), f"{name}: missing {volume['source']}"
+
+
+@pytest.mark.parametrize("file", COMPOSE_FILES, ids=lambda p: p.name)
+def test_compose_key_instructions_keep_the_key_private(file: Path):
+    """Issue 11, finding 13: the files told users to `chmod 0644` the key."""
+    text = file.read_text(encoding="utf-8")
+    assert not re.search(r"chmod\s+0?6[0-7][4-7]", text), "a world-readable key file"
+    (install,) = [line for line in text.splitlines() if "install -m" in line]
+    assert f"-m 0400 -o {EXPORTER_UID} -g {EXPORTER_UID}" in install, install
 
 
 def _mounts(service: Mapping[str, Any]) -> dict[str, Path]:
@@ -542,6 +559,12 @@ def test_systemd_unit_settings():
     }
     for key, value in expected.items():
         assert service.get(key) == [value], key
+    # Exit codes that a restart cannot fix stop the restarts; a crash loop of other
+    # failures ends after StartLimitBurst starts within StartLimitIntervalSec.
+    (prevent,) = service["RestartPreventExitStatus"]
+    assert {int(code) for code in prevent.split()} == {EXIT_CONFIG, EXIT_STATE}
+    assert int(unit["Unit"]["StartLimitBurst"][0]) <= 10
+    assert int(unit["Unit"]["StartLimitIntervalSec"][0]) >= 60
     assert "@system-service" in service["SystemCallFilter"]
     loaded = [c.split(":", 1)[0] for c in service["LoadCredential"]]
     assert loaded == ["orchestra-api-key"]
@@ -828,6 +851,97 @@ def test_kubernetes_workload_settings(name: str, workload: dict[str, Any]):
         )
 
 
+def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"unsupported selector {selector}"
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def metrics_port_problems(policies: list[dict[str, Any]], pod_labels: dict[str, str]) -> list[str]:
+    """A pod that listens on 0.0.0.0:9464 must be behind a policy that lets in only chosen
+    clients (selected pods or namespaces), on that port only."""
+    mine = [
+        p
+        for p in policies
+        if p.get("kind") == "NetworkPolicy" and _selects(p["spec"]["podSelector"], pod_labels)
+    ]
+    if not mine:
+        return ["no NetworkPolicy selects the exporter's pods"]
+    problems = []
+    for policy in mine:
+        spec = policy["spec"]
+        name = policy["metadata"]["name"]
+        if "Ingress" not in spec.get("policyTypes", []):
+            problems.append(f"{name}: does not restrict Ingress")
+        for rule in spec.get("ingress", []):
+            peers = rule.get("from") or []
+            if not peers:
+                problems.append(f"{name}: an ingress rule open to every client")
+            for peer in peers:
+                if "ipBlock" in peer or not ({"podSelector", "namespaceSelector"} & set(peer)):
+                    problems.append(f"{name}: ingress from {peer}, not from chosen pods")
+                for selector in ("podSelector", "namespaceSelector"):
+                    if selector in peer and not (peer[selector] or {}).get("matchLabels"):
+                        problems.append(f"{name}: an empty {selector} lets every one in")
+            ports = [port.get("port") for port in rule.get("ports") or []]
+            if ports != [METRICS_PORT]:
+                problems.append(f"{name}: ingress on ports {ports or 'all'}, not {METRICS_PORT}")
+    return problems
+
+
+@pytest.mark.parametrize(("name", "workload"), pod_specs(), ids=[n for n, _ in pod_specs()])
+def test_the_metrics_port_is_fenced_by_a_network_policy(name: str, workload: dict[str, Any]):
+    """Issue 11, finding 13: the container listens on 0.0.0.0:9464; in Kubernetes a
+    NetworkPolicy keeps everyone but Prometheus away from it."""
+    pod = workload["spec"]["template"]
+    (exporter,) = [c for c in pod["spec"]["containers"] if c["name"] == "orchestra-otel"]
+    assert container_env(exporter)["ORCHESTRA_HTTP_ADDR"] == f"0.0.0.0:{METRICS_PORT}"
+    labels = pod["metadata"]["labels"]
+    assert metrics_port_problems(yaml_documents(NETWORK_POLICY), labels) == []
+
+
+def test_kustomize_applies_the_network_policy(kubectl: Path):
+    rendered = kustomize(kubectl, K8S_DIR)
+    assert rendered.returncode == 0, rendered.stderr
+    documents = list(filter(None, yaml.safe_load_all(rendered.stdout)))
+    pod = statefulset_of(documents)["spec"]["template"]["metadata"]["labels"]
+    assert metrics_port_problems(documents, pod) == []
+
+
+NETWORK_POLICY_BREAKAGES = [
+    ("open to all", lambda p: p["spec"]["ingress"][0].pop("from"), "open to every client"),
+    ("no Ingress type", lambda p: p["spec"].update(policyTypes=["Egress"]), "Ingress"),
+    (
+        "from anywhere",
+        lambda p: p["spec"]["ingress"][0].update({"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}),
+        "not from chosen pods",
+    ),
+    ("every port", lambda p: p["spec"]["ingress"][0].pop("ports"), "ports all"),
+    (
+        "other pods",
+        lambda p: p["spec"]["podSelector"].update(matchLabels={"app": "x"}),
+        "no NetworkPolicy",
+    ),
+    (
+        "empty selector",
+        lambda p: p["spec"]["ingress"][0]["from"][0].update(podSelector={}),
+        "empty podSelector",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "edit", "message"),
+    NETWORK_POLICY_BREAKAGES,
+    ids=[case[0] for case in NETWORK_POLICY_BREAKAGES],
+)
+def test_network_policy_check_catches_breakage(breakage: str, edit: Any, message: str):
+    (policy,) = yaml_documents(NETWORK_POLICY)
+    edit(policy)
+    labels = {"app.kubernetes.io/name": "orchestra-otel", "app.kubernetes.io/instance": "sharded"}
+    problems = metrics_port_problems([policy], labels)
+    assert any(message in p for p in problems), (breakage, problems)
+
+
 def test_sidecar_configmap_is_the_agent_config():
     (configmap,) = [d for d in yaml_documents(K8S_DIR / "sidecar.yaml") if d["kind"] == "ConfigMap"]
     assert configmap["data"]["config.yaml"] == AGENT.read_text(encoding="utf-8")
@@ -909,8 +1023,10 @@ def dockerfile_problems(parser: Any) -> list[str]:
         problems.append("not a multi-stage build")
     for stage in stages:
         image = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), ""), stage[0][1].split()[0])
-        if image != "python:3.11-slim":
+        if image.split("@", 1)[0] != "python:3.11-slim":
             problems.append(f"base image {image}, not python:3.11-slim")
+        if not re.fullmatch(r"[^@]+@sha256:[0-9a-f]{64}", image):
+            problems.append(f"base image {image} is not pinned by digest")
     for instruction, value in instructions:
         if instruction in ("ENV", "ARG"):
             for key, val in _key_values(value).items():
@@ -941,6 +1057,9 @@ def dockerfile_problems(parser: Any) -> list[str]:
         problems.append("ORCHESTRA_STATE_PATH is not in the volume")
     if env.get("ORCHESTRA_HTTP_ADDR") != "0.0.0.0:9464":
         problems.append("ORCHESTRA_HTTP_ADDR does not listen on 0.0.0.0:9464")
+    for published in re.findall(r"(?:^|\s)(?:-p|--publish)[ =](\d\S*)", parser.content):
+        if not published.startswith("127.0.0.1:"):
+            problems.append(f"the example publishes {published} on every interface")
     if json.loads(last("ENTRYPOINT") or "null") != ["orchestra-otel"]:
         problems.append("ENTRYPOINT is not ['orchestra-otel']")
     if json.loads(last("CMD") or "null") != ["run"]:
@@ -950,6 +1069,14 @@ def dockerfile_problems(parser: Any) -> list[str]:
 
 def test_dockerfile_has_the_required_properties(dockerfile_parser: Any):
     assert dockerfile_problems(dockerfile_parser(path=str(DOCKERFILE))) == []
+
+
+def test_docker_run_examples_publish_on_loopback_only():
+    """Issue 11, finding 13: an example published /metrics on every interface."""
+    for doc in (REPO / "README.md", DEPLOY / "README.md", DOCKERFILE):
+        text = doc.read_text(encoding="utf-8")
+        for published in re.findall(r"(?:^|\s)(?:-p|--publish)[ =](\d\S*)", text):
+            assert published.startswith("127.0.0.1:"), f"{doc.name}: -p {published}"
 
 
 DOCKERFILE_BREAKAGES = [
@@ -969,6 +1096,8 @@ DOCKERFILE_BREAKAGES = [
     ('VOLUME ["/var/lib/orchestra-otel"]', "", "VOLUME"),
     ("EXPOSE 9464", "EXPOSE 8080", "EXPOSE"),
     ("FROM ${PYTHON_IMAGE} AS build", "FROM python:3.12 AS build", "base image"),
+    ("-slim@sha256:", "-slim:latest@nothing:", "not pinned by digest"),
+    ("-p 127.0.0.1:9464:9464", "-p 9464:9464", "every interface"),
 ]
 
 
@@ -984,6 +1113,8 @@ DOCKERFILE_BREAKAGES = [
         "no VOLUME",
         "wrong EXPOSE",
         "wrong base image",
+        "no digest",
+        "published on all interfaces",
     ],
 )
 def test_dockerfile_check_catches_breakage(

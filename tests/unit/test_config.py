@@ -439,3 +439,128 @@ def test_settings_are_frozen() -> None:
     settings = _load()
     with pytest.raises(Exception, match="frozen"):
         settings.poll_interval = 1  # type: ignore[misc]
+
+
+# --- hardening (issue 11): the key's shape, clear-text http, URL credentials -----------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f"{SECRET}\n# rotated 2026-01-01\n",
+        f"{SECRET}\nsk-orchestra-previous-key\n",
+        f"Bearer {SECRET}",
+        f"{SECRET}\u00e9",
+        f"{SECRET}\x00",
+        f"{SECRET}\x1b[2K",
+    ],
+    ids=["comment line", "two keys", "space", "non-ascii", "nul", "escape"],
+)
+def test_a_key_file_that_is_not_one_token_is_refused_without_echo(
+    tmp_path: Path, content: str
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(content, encoding="utf-8")
+    problems = _problems({"ORCHESTRA_API_KEY_FILE": str(key_file)})
+    assert len(problems) == 1
+    assert problems[0].startswith(f"ORCHESTRA_API_KEY_FILE: the file {key_file} ")
+    assert "one token of visible ASCII" in problems[0]
+    for line in content.splitlines():
+        assert line.strip() not in problems[0]
+
+
+@pytest.mark.parametrize("value", [f"{SECRET} x", f"{SECRET}\n# old", f"{SECRET}\t2"])
+def test_a_key_variable_that_is_not_one_token_is_refused_without_echo(value: str) -> None:
+    problems = _problems({"ORCHESTRA_API_KEY": value})
+    assert problems == [f"ORCHESTRA_API_KEY: {problems[0].split(': ', 1)[1]}"]
+    assert "one token of visible ASCII" in problems[0]
+
+
+def test_a_key_of_every_visible_ascii_character_is_accepted(tmp_path: Path) -> None:
+    key = "".join(chr(c) for c in range(0x21, 0x7F))
+    key_file = tmp_path / "key"
+    key_file.write_text(f"  {key}\n\n", encoding="utf-8")
+    assert _load({"ORCHESTRA_API_KEY_FILE": str(key_file)}).api_key_value() == key
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://orchestra.example.com/api", "http://10.0.0.5:8080/api", "http://[fd00::1]/api"],
+)
+def test_clear_text_http_to_another_host_is_refused(url: str) -> None:
+    problems = _problems({**KEY_ENV, "ORCHESTRA_BASE_URL": url})
+    assert len(problems) == 1
+    assert problems[0].startswith("ORCHESTRA_BASE_URL: http:// to ")
+    assert "ORCHESTRA_ALLOW_INSECURE_HTTP=true" in problems[0]
+
+
+def test_clear_text_http_is_named_as_written_in_yaml(tmp_path: Path) -> None:
+    problems = _problems(yaml_text="base_url: http://orchestra.example.com\n", tmp_path=tmp_path)
+    assert problems[0].startswith(f"{tmp_path / 'orchestra.yaml'}: base_url: http:// to ")
+
+
+def test_clear_text_http_allowed_on_request_with_a_warning() -> None:
+    settings = _load(
+        {
+            **KEY_ENV,
+            "ORCHESTRA_BASE_URL": "http://orchestra.internal/api",
+            "ORCHESTRA_ALLOW_INSECURE_HTTP": "true",
+        }
+    )
+    assert settings.allow_insecure_http is True
+    (warning,) = settings.warnings()
+    assert "ORCHESTRA_ALLOW_INSECURE_HTTP=true" in warning and "in clear" in warning
+    assert "http://orchestra.internal/api" in warning
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/api",
+        "http://127.8.9.10/api",
+        "http://localhost:8080/api",
+        "http://[::1]:8080/api",
+        "https://orchestra.example.com/api",
+    ],
+)
+def test_loopback_http_and_https_need_no_permission(url: str) -> None:
+    settings = _load({**KEY_ENV, "ORCHESTRA_BASE_URL": url})
+    assert settings.warnings() == []
+
+
+def test_credentials_in_the_base_url_are_masked_and_redacted() -> None:
+    url = "https://robot:pa%24%24word-77@orchestra.example.com/api/v1/workflow"
+    settings = _load({**KEY_ENV, "ORCHESTRA_BASE_URL": url})
+    assert settings.base_url == url  # the client still gets them
+    assert settings.shown_base_url == "https://***@orchestra.example.com/api/v1/workflow"
+    secrets = settings.secrets()
+    assert SECRET in secrets
+    assert "pa%24%24word-77" in secrets and "pa$$word-77" in secrets
+    assert "robot:pa%24%24word-77" in secrets
+
+
+def test_credentials_are_not_echoed_when_the_url_is_refused() -> None:
+    problems = _problems({**KEY_ENV, "ORCHESTRA_BASE_URL": "http://robot:hunter22@example.com"})
+    assert "hunter22" not in problems[0] and "robot" not in problems[0]
+
+
+def test_a_url_without_credentials_is_shown_as_is() -> None:
+    assert _load().shown_base_url == "https://orchestra.arcee.ai/api/v1/workflow"
+    assert _load().secrets() == [SECRET]
+
+
+@pytest.mark.parametrize(
+    ("mode", "warned"),
+    [(0o600, False), (0o400, False), (0o640, True), (0o644, True), (0o604, True), (0o666, True)],
+)
+def test_a_key_file_readable_by_others_is_warned_about(
+    tmp_path: Path, mode: int, warned: bool
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(SECRET, encoding="utf-8")
+    key_file.chmod(mode)
+    warnings = _load({"ORCHESTRA_API_KEY_FILE": str(key_file)}).warnings()
+    assert bool(warnings) == warned, warnings
+    if warned:
+        assert str(key_file) in warnings[0] and f"{mode:04o}" in warnings[0]
+        assert not _leaks(warnings[0])

@@ -43,3 +43,37 @@ def test_a_finished_run_is_printed_whole() -> None:
     assert lines[1].startswith("joke-to-slack  4.18s at +0ms  ok")
     assert lines[2].startswith("model  2.24s at +123ms  ok  [model, virtuoso-medium, tokens 36/48]")
     assert lines[3].startswith("slack_integration  1.78s at +2.38s  ok  [integration,")
+
+
+def test_api_text_in_a_tree_is_escaped() -> None:
+    """Issue 11, finding 4: names, node ids and error details come from the API; printed
+    raw, a newline forged a line and `ESC[2K\\r` rewrote the terminal line."""
+    workflows, _ = parse_records(json.loads((SHARED / "workflows.json").read_text()), Workflow)
+    joke = next(wf for wf in workflows if wf.name == "joke-to-slack")
+    records = json.loads((SHARED / "steps-model-slack.json").read_text())
+    records[0]["node_id"] = "model\n2026-01-01T00:00:00 INFO    forged"
+    records[1]["status"] = "failed"
+    records[1]["error"] = "\x1b[2K\rall good\x9b2K\u202e"
+    steps, rejected = parse_records(records, Step)
+    assert not rejected
+    run = Run.model_validate(json.loads((SHARED / "runs-list.json").read_text())[0])
+    mapped = map_run(
+        WorkflowInfo(joke.workflow_id, "joke\x1b]0;pwned\x07\u2066", graph_from_api(joke.graph)),
+        run,
+        steps,
+        MappingOptions(),
+    )
+    out = io.StringIO()
+    TreeSink(out, color=True).export(mapped.all_spans())
+    text = out.getvalue()
+    lines = text.strip().split("\n")
+    assert len(lines) == 4, lines  # header, root, two steps: nothing forged a line
+    assert lines[1].strip().startswith("joke\\x1b]0;pwned\\x07\\u2066  ")
+    assert lines[2].strip().startswith("model\\n2026-01-01T00:00:00 INFO    forged  ")
+    assert "-- \\x1b[2K\\rall good\\x9b2K\\u202e" in lines[3]
+    # Our own colours are the only escape sequences left.
+    assert (
+        text.replace("\x1b[31m", "").replace("\x1b[32m", "").replace("\x1b[0m", "").count("\x1b")
+        == 0
+    )
+    assert "\r" not in text and "\u202e" not in text and "\x9b" not in text

@@ -322,7 +322,7 @@ def test_a_ledger_older_than_any_migration_is_refused(tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_database_is_a_state_error(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     path.write_bytes(b"this is not SQLite, " * 100)
-    with pytest.raises(StateError, match="cannot open the state file"):
+    with pytest.raises(StateError, match=r"is damaged \(file is not a database\); move it aside"):
         Ledger(path)
 
 
