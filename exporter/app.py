@@ -172,7 +172,10 @@ class Condition:
 def open_runtime(
     settings: Settings, sink: SpanSink, api_key: str, *, push_metrics: bool = True
 ) -> Runtime:
-    retry = RetryPolicy(max_delay=min(30.0, settings.poll_interval))
+    retry = RetryPolicy(
+        max_delay=min(30.0, settings.poll_interval),
+        max_retry_after=settings.api_max_retry_after,
+    )
     client = OrchestraClient(
         settings.base_url,
         api_key,
@@ -180,6 +183,8 @@ def open_runtime(
         max_concurrency=settings.api_concurrency,
         retry=retry,
         verify=str(settings.ca_file) if settings.ca_file else True,
+        max_response_bytes=settings.api_max_response_bytes,
+        max_records=settings.api_max_records,
     )
     ledger = Ledger(settings.state_path)
     telemetry = Telemetry(settings.metrics_max_workflows, settings.metrics_max_nodes)

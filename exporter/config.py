@@ -33,7 +33,8 @@ from exporter.mapping.cost import PriceTable
 from exporter.mapping.options import DEFAULT_PROVIDER, SpanNames, TraceparentMode
 from exporter.prices import load_price_table
 from exporter.sink.otlp import PROTOCOLS, otlp_endpoint, otlp_protocol
-from exporter.source.client import DEFAULT_BASE_URL
+from exporter.source.body import DEFAULT_MAX_RECORDS, DEFAULT_MAX_RESPONSE_BYTES
+from exporter.source.client import DEFAULT_BASE_URL, MAX_PAGE_SIZE
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
@@ -68,6 +69,17 @@ KEYS: Final = (
     Key("log_format", "ORCHESTRA_LOG_FORMAT", "text or json"),
     Key("api_timeout", "ORCHESTRA_API_TIMEOUT", "seconds before an API request times out"),
     Key("api_concurrency", "ORCHESTRA_API_CONCURRENCY", "API requests in flight at most"),
+    Key(
+        "api_max_response_bytes",
+        "ORCHESTRA_API_MAX_RESPONSE_BYTES",
+        "bytes of one API answer read at most",
+    ),
+    Key("api_max_records", "ORCHESTRA_API_MAX_RECORDS", "records in one API answer at most"),
+    Key(
+        "api_max_retry_after",
+        "ORCHESTRA_API_MAX_RETRY_AFTER",
+        "seconds a Retry-After may pause the client at most",
+    ),
     Key("export_batch_size", "ORCHESTRA_EXPORT_BATCH_SIZE", "spans per OTLP request at most"),
     Key("retention", "ORCHESTRA_RETENTION", "seconds the ledger remembers finished runs"),
     Key("ca_file", "ORCHESTRA_CA_FILE", "CA bundle to verify the API's TLS certificate"),
@@ -110,6 +122,9 @@ class Settings(BaseModel):
     log_format: Literal["text", "json"] = "text"
     api_timeout: float = Field(10.0, gt=0, le=600)
     api_concurrency: int = Field(4, ge=1, le=64)
+    api_max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=64 * 1024, le=2**31)
+    api_max_records: int = Field(DEFAULT_MAX_RECORDS, ge=MAX_PAGE_SIZE, le=10_000_000)
+    api_max_retry_after: float = Field(300.0, ge=1, le=86_400, allow_inf_nan=False)
     export_batch_size: int = Field(512, ge=1, le=10_000)
     retention: float = Field(7 * 86_400.0, ge=3600, allow_inf_nan=False)
     ca_file: Path | None = None

@@ -50,7 +50,11 @@ class ApiResponseError(ApiError):
 
 
 class ApiResponseTooLargeError(ApiResponseError):
-    """The answer passes a bound (bytes, records, nesting): asking again gives the same."""
+    """The answer passes a bound (bytes, records, nesting): asking again gives the same.
+
+    ORCHESTRA_API_MAX_RESPONSE_BYTES and ORCHESTRA_API_MAX_RECORDS, or JSON nested deeper
+    than it can be decoded; reading stopped at the bound. Not retried.
+    """
 
 
 class MappingError(OrchestraOtelError):

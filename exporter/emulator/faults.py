@@ -3,6 +3,12 @@
 A rule names an endpoint kind (or `*`), how many requests it hits (or unlimited) and one
 action. The server asks the plan before answering; the first rule that matches and still
 has hits left is used and loses one hit.
+
+Rules are added over HTTP too (`POST /_emulator/faults` with a rule object, a list, or
+`{"rules": [...]}`; `GET` lists them, `DELETE` clears them), so a user can rehearse any
+of these failures against a real daemon:
+
+    curl -s localhost:8080/_emulator/faults -d '{"action": "huge", "size": 200000000}'
 """
 
 from __future__ import annotations
@@ -18,7 +24,21 @@ from typing import Any, Literal, cast, get_args
 ENDPOINT_KINDS = ("list_workflows", "list_runs", "get_run", "steps", "diagram", "execute")
 
 FaultAction = Literal[
-    "status", "rate_limit", "delay", "truncate", "reset", "html", "not_json", "wrong_shape"
+    "status",
+    "rate_limit",
+    "delay",
+    "truncate",
+    "reset",
+    "html",
+    "not_json",
+    "wrong_shape",
+    # A hostile or badly broken API (what a client must survive without harm):
+    "ignore_offset",
+    "huge",
+    "flood",
+    "trickle",
+    "deep",
+    "control_chars",
 ]
 FAULT_ACTIONS: tuple[str, ...] = get_args(FaultAction)
 
@@ -39,6 +59,21 @@ class FaultRule:
       not_json     200 with plain text
       wrong_shape  200 with valid JSON of the wrong shape (an array wrapped in an
                    object, an object wrapped in an array)
+    A hostile API (each answer stays valid JSON unless said otherwise):
+      ignore_offset  the run history ignores `offset`: every page is the first one, so
+                   paging never ends by itself
+      huge         the real answer with `size` bytes of whitespace inside it, streamed
+                   (chunked, no Content-Length): valid JSON of any size
+      flood        `records` more tiny records `{"id": "flood-N"}` after the real ones
+                   (an object answer gets them as a `flood` array), streamed (chunked)
+      trickle      the real answer, `chunk` bytes at a time, `delay` seconds apart
+                   (Content-Length is sent: every read sees progress, the whole is slow)
+      deep         the real answer with an array nested `depth` levels deep in its first
+                   record (or in the object), e.g. 100000 levels
+      control_chars  every free-text string of the answer wrapped in terminal escapes,
+                   CR/LF, NUL, BEL, C1 and bidi controls (see HOSTILE_TEXT); the ids
+                   the API is addressed by, timestamps and statuses are left alone
+      An absurd Retry-After is `rate_limit` with e.g. `retry_after: 999999999`.
     `body` replaces the body of `status`, `html`, `not_json` and `wrong_shape` answers.
     `path_contains` narrows the rule to request paths containing that text.
     """
@@ -53,6 +88,10 @@ class FaultRule:
     retry_after_format: Literal["seconds", "date"] = "seconds"
     delay: float = 1.0
     path_contains: str | None = None
+    size: int = 200_000_000  # huge: bytes of padding
+    records: int = 1_500_000  # flood: extra records
+    depth: int = 100_000  # deep: nesting levels
+    chunk: int = 1  # trickle: bytes per write
 
     def __post_init__(self) -> None:
         if self.action not in FAULT_ACTIONS:
@@ -69,6 +108,8 @@ class FaultRule:
             raise ValueError("retry_after_format must be 'seconds' or 'date'")
         if self.retry_after < 0 or self.delay < 0:
             raise ValueError("retry_after and delay must not be negative")
+        if self.size < 0 or self.records < 0 or self.depth < 1 or self.chunk < 1:
+            raise ValueError("size and records must not be negative, depth and chunk >= 1")
 
     def matches(self, kind: str, path: str) -> bool:
         if self.kind != "*" and self.kind != kind:

@@ -172,12 +172,15 @@ class Scenario:
         inputs: Mapping[str, Any] | None = None,
         fail_soft: bool | None = None,
         fail_message: str | None = None,
+        run_id: str | None = None,
     ) -> str:
         """Add one run starting at `start_at` (default: now) and return its id.
 
         `step_durations` gives seconds per node id (others take a default from the node's
         weight); `fail_node` makes that node fail, hard unless `fail_soft` or the node's own
-        `Failure` says soft. Raises KeyError for an unknown workflow, ValueError for a bad node.
+        `Failure` says soft. `run_id` serves the run under that id, whatever its text (path
+        syntax such as `../x` or `r?a=1`, control characters: what a hostile API could send).
+        Raises KeyError for an unknown workflow, ValueError for a bad node or a taken id.
         """
         with self._lock:
             spec = self._executable(workflow_id)
@@ -186,7 +189,8 @@ class Scenario:
             if fail_node is not None:
                 failure = failure_at(spec, fail_node, soft=fail_soft, message=fail_message)
             rng = random.Random(f"{self.seed}:run:{next(self._batches)}")
-            run_id = random_uuid(rng)
+            generated_id = random_uuid(rng)
+            run_id = generated_id if run_id is None else run_id
             chosen = inputs if inputs is not None else rng.choice(spec.sample_inputs)
             start = self.clock() if start_at is None else start_at
             run = plan_run(

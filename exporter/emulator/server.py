@@ -9,13 +9,14 @@ root need nothing, so a test can steer an emulator that a daemon subprocess is p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import re
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
@@ -24,6 +25,7 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from exporter.emulator import hostile
 from exporter.emulator.faults import ENDPOINT_KINDS, FaultPlan, FaultRule, rules_from_json
 from exporter.emulator.scenario import ManualClock, Scenario
 from exporter.emulator.stats import NO_RESPONSE, RequestStats
@@ -63,10 +65,18 @@ def error_response(status: int, detail: str, headers: dict[str, str] | None = No
 
 @dataclass(frozen=True)
 class Delivery:
-    """A response and the way it goes out: whole, truncated, or not at all (None: reset)."""
+    """A response and the way it goes out: whole, truncated, or not at all (None: reset).
+
+    With `chunks`, the body is those pieces instead of `response.body`, written `pace`
+    seconds apart; `length` is the Content-Length to announce, or None for chunked
+    transfer encoding (a body whose size nobody knows in advance).
+    """
 
     response: Response | None
     truncated: bool = False
+    chunks: Callable[[], Iterator[bytes]] | None = None
+    length: int | None = None
+    pace: float = 0.0
 
 
 class HttpError(Exception):
@@ -216,12 +226,22 @@ class Emulator:
         kind, params, allowed = self._route(request.path)
         entry = self._stats.begin(request.method, kind, request.target)
         fault = self.faults.take(kind, request.target) if kind in ENDPOINT_KINDS else None
-        delivery = self._delivery(fault, lambda: self._answer(request, kind, params, allowed))
+
+        def answer(asked: Request = request) -> Response:
+            return self._answer(asked, kind, params, allowed)
+
+        if fault is not None and fault.action == "ignore_offset":
+            without_offset = {k: v for k, v in request.query.items() if k != "offset"}
+            delivery = Delivery(answer(dataclasses.replace(request, query=without_offset)))
+        elif fault is not None and fault.action in _HOSTILE_BODIES:
+            delivery = _hostile_delivery(fault, kind, answer())
+        else:
+            delivery = self._delivery(fault, answer)
         # Counted before the bytes leave: a client that just got its answer sees it counted.
         self._stats.finish(
             entry, NO_RESPONSE if delivery.response is None else delivery.response.status
         )
-        handler.deliver(delivery)
+        handler.deliver(delivery, self._stopping.wait)
 
     def _delivery(self, fault: FaultRule | None, answer: Callable[[], Response]) -> Delivery:
         """What to send, and how, for a request that `fault` (if any) hits."""
@@ -358,6 +378,9 @@ class Emulator:
         if not isinstance(workflow_id, str):
             raise HttpError(400, "workflow_id (a string) is required")
         start_in = payload.get("start_in", 0)
+        chosen_id = payload.get("run_id")
+        if chosen_id is not None and not (isinstance(chosen_id, str) and chosen_id):
+            raise HttpError(400, "run_id must be a non-empty string")
         try:
             run_id = self.scenario.add_run(
                 workflow_id,
@@ -367,6 +390,7 @@ class Emulator:
                 inputs=payload.get("inputs"),
                 fail_soft=payload.get("fail_soft"),
                 fail_message=payload.get("fail_message"),
+                run_id=chosen_id,
             )
         except KeyError as error:
             raise HttpError(404, f"Workflow {workflow_id} not found") from error
@@ -415,6 +439,28 @@ def fault_response(rule: FaultRule) -> Response:
     if rule.body is not None:
         return Response(rule.status, rule.body.encode())
     return error_response(rule.status, phrase)
+
+
+_HOSTILE_BODIES = frozenset({"huge", "flood", "trickle", "deep", "control_chars"})
+
+
+def _hostile_delivery(rule: FaultRule, kind: str, response: Response) -> Delivery:
+    """The real answer, made huge, flooded, trickled, deeply nested or full of controls."""
+    body = response.body
+    if rule.action == "huge":
+        return Delivery(response, chunks=lambda: hostile.padded_chunks(body, rule.size))
+    if rule.action == "flood":
+        return Delivery(response, chunks=lambda: hostile.flood_chunks(body, rule.records))
+    if rule.action == "trickle":
+        return Delivery(
+            response,
+            chunks=lambda: hostile.trickle_chunks(body, rule.chunk),
+            length=len(body),
+            pace=rule.delay,
+        )
+    if rule.action == "deep":
+        return Delivery(dataclasses.replace(response, body=hostile.nested(body, rule.depth)))
+    return Delivery(dataclasses.replace(response, body=hostile.with_control_chars(body, kind)))
 
 
 def _wrong_shape(response: Response, rule: FaultRule) -> Response:
@@ -553,13 +599,44 @@ class _Handler(BaseHTTPRequestHandler):
             body += self.rfile.read(size)
             self.rfile.readline()
 
-    def deliver(self, delivery: Delivery) -> None:
+    def deliver(self, delivery: Delivery, stopped: Callable[[float], bool]) -> None:
+        """Send it; `stopped(seconds)` paces a slow body and says when the server stops."""
         if delivery.response is None:
             self._reset_connection()
         elif delivery.truncated:
             self._send_truncated(delivery.response)
+        elif delivery.chunks is not None:
+            self._send_stream(delivery, delivery.response, delivery.chunks(), stopped)
         else:
             self.send(delivery.response)
+
+    def _send_stream(
+        self,
+        delivery: Delivery,
+        response: Response,
+        chunks: Iterator[bytes],
+        stopped: Callable[[float], bool],
+    ) -> None:
+        chunked = delivery.length is None
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(delivery.length))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        for index, chunk in enumerate(chunks):
+            if index and delivery.pace and stopped(delivery.pace):
+                self.close_connection = True
+                return
+            if not chunk:
+                continue
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            self.wfile.flush()
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
     def send(self, response: Response) -> None:
         self._send_head(response, len(response.body))

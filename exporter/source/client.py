@@ -4,6 +4,12 @@ Polite by construction: bounded concurrency, jittered exponential backoff on tim
 429 and 5xx, and a `Retry-After` pauses the whole client (every endpoint), because a
 rate limit applies to the key, not to one URL. httpx errors are translated into our
 exception tree here, at this one boundary, and nothing we raise or log carries the key.
+
+Bounded against a broken or hostile API too: each attempt has one deadline for the whole
+exchange (a body trickled byte by byte cannot hold it), answers are read up to a byte
+cap and decoded up to a record cap (exporter/source/body.py), a Retry-After pauses for
+at most `RetryPolicy.max_retry_after`, and every id is quoted into exactly one path
+segment, so an id such as `../x` or `r?a=1` cannot send the key to another path.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -28,23 +35,24 @@ from exporter.errors import (
     ApiNotFoundError,
     ApiRequestError,
     ApiResponseError,
+    ApiResponseTooLargeError,
     ApiUnavailableError,
 )
-from exporter.source.models import (
-    RejectedRecord,
-    Run,
-    Step,
-    Workflow,
-    may_hold_lone_surrogates,
-    parse_records,
-    replace_lone_surrogates,
+from exporter.source.body import (
+    DEFAULT_MAX_RECORDS,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    decode_json,
+    read_capped,
+    read_prefix,
 )
+from exporter.source.models import RejectedRecord, Run, Step, Workflow, parse_records
 from exporter.source.retry import RetryPolicy, is_retryable_status, parse_retry_after
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL: Final = "https://orchestra.arcee.ai/api/v1/workflow"
 MAX_PAGE_SIZE: Final = 100  # the documented default and the most the history returns
+_ERROR_BODY_BYTES: Final = 64 * 1024  # of an error answer, read to quote its detail
 
 RecordT = TypeVar("RecordT", Run, Step, Workflow)
 RejectHandler = Callable[[str, RejectedRecord], None]
@@ -57,6 +65,8 @@ class ClientStats:
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (endpoint, outcome)
     retries: Counter[str] = field(default_factory=Counter)
     rate_limited: int = 0
+    retry_after_pauses: int = 0  # Retry-After answers that paused the client
+    retry_after_capped: int = 0  # ... of which asked for longer than max_retry_after
 
     @property
     def total_requests(self) -> int:
@@ -75,7 +85,12 @@ class OrchestraClient:
         verify: bool | str = True,
         on_rejected: RejectHandler | None = None,
         rng: random.Random | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """`timeout` bounds each attempt as a whole (connect, send, every read of the
+        body); `transport` replaces the network (tests pass an httpx.MockTransport)."""
         self._base = base_url.rstrip("/")
         self._api_key = api_key
         self._http = httpx.AsyncClient(
@@ -88,13 +103,26 @@ class OrchestraClient:
             limits=httpx.Limits(max_connections=max_concurrency),
             verify=verify,
             follow_redirects=False,
+            transport=transport,
         )
+        self._deadline = timeout
+        self._max_bytes = max_response_bytes
+        self._max_records = max_records
         self._slots = asyncio.Semaphore(max_concurrency)
         self._retry = retry or RetryPolicy()
         self._rng = rng or random.Random()
         self._resume_at = 0.0  # time.monotonic() before which no request may leave
         self.on_rejected = on_rejected
         self.stats = ClientStats()
+
+    @property
+    def paused_until(self) -> float:
+        """time.monotonic() before which no request leaves (a Retry-After); 0.0: never set."""
+        return self._resume_at
+
+    def pause_remaining(self, now: float | None = None) -> float:
+        """Seconds the client still waits because of a Retry-After (0.0 when not paused)."""
+        return max(0.0, self._resume_at - (time.monotonic() if now is None else now))
 
     def set_api_key(self, api_key: str) -> None:
         """Use a new key from the next request on (the key file was rotated)."""
@@ -121,7 +149,7 @@ class OrchestraClient:
     ) -> list[Run]:
         body = await self._get_json(
             "list_runs",
-            f"/workflows/{workflow_id}/runs",
+            _path("list_runs", "workflows", workflow_id, "runs"),
             {"limit": limit, "offset": offset},
             expected=list,
         )
@@ -129,7 +157,9 @@ class OrchestraClient:
 
     async def get_run(self, workflow_id: str, run_id: str) -> Run:
         body = await self._get_json(
-            "get_run", f"/workflows/{workflow_id}/runs/{run_id}", expected=(list, dict)
+            "get_run",
+            _path("get_run", "workflows", workflow_id, "runs", run_id),
+            expected=(list, dict),
         )
         # Documented as a one-element array; a bare object is accepted too.
         if isinstance(body, list) and len(body) == 1:
@@ -141,12 +171,16 @@ class OrchestraClient:
 
     async def get_steps(self, workflow_id: str, run_id: str) -> list[Step]:
         body = await self._get_json(
-            "steps", f"/workflows/{workflow_id}/runs/{run_id}/steps", expected=list
+            "steps",
+            _path("steps", "workflows", workflow_id, "runs", run_id, "steps"),
+            expected=list,
         )
         return self._records("steps", _as_list(body), Step)
 
     async def get_diagram(self, workflow_id: str) -> str:
-        body = await self._get_json("diagram", f"/workflows/{workflow_id}/diagram", expected=dict)
+        body = await self._get_json(
+            "diagram", _path("diagram", "workflows", workflow_id, "diagram"), expected=dict
+        )
         if not isinstance(body, dict) or not isinstance(body.get("diagram"), str):
             raise ApiResponseError("diagram response has no 'diagram' text", endpoint="diagram")
         return str(body["diagram"])
@@ -164,7 +198,8 @@ class OrchestraClient:
         """GET and decode JSON of the expected top-level type, retrying what may pass.
 
         Retries stop at max_attempts, or earlier when the next wait would pass the
-        request's time budget: `once` must give up within about a minute.
+        request's time budget: `once` must give up within about a minute. An answer too
+        large or too deep is final: it would be the same on a retry.
         """
         attempt = 0
         started = time.monotonic()
@@ -179,6 +214,8 @@ class OrchestraClient:
                     )
                 return body
             except (ApiUnavailableError, ApiResponseError) as exc:
+                if isinstance(exc, ApiResponseTooLargeError):
+                    raise  # the same answer would come again
                 delay = self._retry.backoff(attempt, self._rng)
                 elapsed = time.monotonic() - started
                 if attempt >= self._retry.max_attempts or elapsed + delay > self._retry.budget:
@@ -191,44 +228,89 @@ class OrchestraClient:
         async with self._slots:
             # Inside the slot: requests queued behind a 429 must wait out its Retry-After.
             await self._wait_for_retry_after(endpoint)
-            try:
-                response = await self._http.get(self._base + path, params=params)
-                content = response.content
-            except httpx.TimeoutException as exc:
-                self._count(endpoint, "timeout")
-                raise ApiUnavailableError(
-                    f"{endpoint}: the API did not answer in time", endpoint=endpoint
-                ) from exc
-            except httpx.HTTPError as exc:
-                if _certificate_failure(exc):
-                    self._count(endpoint, "tls_error")
-                    raise ApiRequestError(
-                        f"{endpoint}: the API's TLS certificate could not be verified "
-                        f"({_certificate_failure(exc)}); if it is signed by a private CA, "
-                        "set ORCHESTRA_CA_FILE to that CA's certificate (PEM)",
-                        endpoint=endpoint,
-                    ) from exc
-                self._count(endpoint, "connection_error")
-                raise ApiUnavailableError(
-                    f"{endpoint}: cannot reach the API ({type(exc).__name__})", endpoint=endpoint
-                ) from exc
-        self._count(endpoint, str(response.status_code))
-        self._check_status(endpoint, response)
+            response, raw = await self._exchange(endpoint, path, params)
+        self._check_status(endpoint, response, raw)
+        return self._decode(endpoint, response, raw)
+
+    async def _exchange(
+        self, endpoint: str, path: str, params: dict[str, Any] | None
+    ) -> tuple[httpx.Response, bytearray]:
+        """One request and its body, within one deadline; transport failures translated."""
         try:
-            body = json.loads(content)
-        except ValueError as exc:
-            raise ApiResponseError(
-                f"{endpoint}: the API answered {response.status_code} with a body that is not "
-                f"JSON ({response.headers.get('content-type', 'no content type')})",
+            async with asyncio.timeout(self._deadline):
+                return await self._send(endpoint, path, params)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            self._count(endpoint, "timeout")
+            raise ApiUnavailableError(
+                f"{endpoint}: the API did not answer in time ({self._deadline:g}s, "
+                "ORCHESTRA_API_TIMEOUT)",
+                endpoint=endpoint,
+            ) from exc
+        except httpx.HTTPError as exc:
+            if _certificate_failure(exc):
+                self._count(endpoint, "tls_error")
+                raise ApiRequestError(
+                    f"{endpoint}: the API's TLS certificate could not be verified "
+                    f"({_certificate_failure(exc)}); if it is signed by a private CA, "
+                    "set ORCHESTRA_CA_FILE to that CA's certificate (PEM)",
+                    endpoint=endpoint,
+                ) from exc
+            self._count(endpoint, "connection_error")
+            raise ApiUnavailableError(
+                f"{endpoint}: cannot reach the API ({type(exc).__name__})", endpoint=endpoint
+            ) from exc
+
+    async def _send(
+        self, endpoint: str, path: str, params: dict[str, Any] | None
+    ) -> tuple[httpx.Response, bytearray]:
+        async with self._http.stream("GET", self._base + path, params=params) as response:
+            if not 200 <= response.status_code < 300:
+                return response, bytearray(await read_prefix(response, _ERROR_BODY_BYTES))
+            body = await read_capped(response, self._max_bytes)
+        if body is None:
+            self._count(endpoint, "too_large")
+            raise ApiResponseTooLargeError(
+                f"{endpoint}: the API's answer is too large (more than {self._max_bytes} "
+                "bytes, ORCHESTRA_API_MAX_RESPONSE_BYTES); not read further",
                 endpoint=endpoint,
                 status=response.status_code,
-            ) from exc
-        return replace_lone_surrogates(body) if may_hold_lone_surrogates(content) else body
+            )
+        return response, body
 
-    def _check_status(self, endpoint: str, response: httpx.Response) -> None:
+    def _decode(self, endpoint: str, response: httpx.Response, raw: bytearray) -> object:
+        status = response.status_code
+        decoded = decode_json(raw, self._max_records)
+        if decoded.problem is None:
+            self._count(endpoint, str(status))
+            return decoded.value
+        if decoded.problem == "too_many_records":
+            self._count(endpoint, "too_large")
+            raise ApiResponseTooLargeError(
+                f"{endpoint}: the API's answer is too large (more than {self._max_records} "
+                "records, ORCHESTRA_API_MAX_RECORDS); not read further",
+                endpoint=endpoint,
+                status=status,
+            )
+        if decoded.problem == "too_deep":
+            self._count(endpoint, "too_deep")
+            raise ApiResponseTooLargeError(
+                f"{endpoint}: the API's answer is nested too deeply to be read",
+                endpoint=endpoint,
+                status=status,
+            )
+        self._count(endpoint, str(status))
+        raise ApiResponseError(
+            f"{endpoint}: the API answered {status} with a body that is not JSON "
+            f"({response.headers.get('content-type', 'no content type')}; {decoded.detail})",
+            endpoint=endpoint,
+            status=status,
+        )
+
+    def _check_status(self, endpoint: str, response: httpx.Response, raw: bytearray) -> None:
         status = response.status_code
         if 200 <= status < 300:
             return
+        self._count(endpoint, str(status))
         if status == 429 or is_retryable_status(status):
             self._pause_for(endpoint, response)
             raise ApiUnavailableError(
@@ -240,7 +322,7 @@ class OrchestraClient:
         elif status == 404:
             error_class = ApiNotFoundError
         raise error_class(
-            f"{endpoint}: the API answered {status}{self._redacted(_detail(response))}",
+            f"{endpoint}: the API answered {status}{self._redacted(_detail(raw))}",
             endpoint=endpoint,
             status=status,
         )
@@ -254,9 +336,24 @@ class OrchestraClient:
         if response.status_code == 429:
             self.stats.rate_limited += 1
         wait = parse_retry_after(response.headers.get("retry-after"))
-        if wait is not None:
-            self._resume_at = max(self._resume_at, time.monotonic() + wait)
+        if wait is None:
+            return
+        self.stats.retry_after_pauses += 1
+        cap = self._retry.max_retry_after
+        if wait > cap:
+            # One absurd value (years) must not silence the daemon until a restart.
+            self.stats.retry_after_capped += 1
+            log.warning(
+                "API asked to wait %.0fs (Retry-After on %s); capped at %.0fs "
+                "(ORCHESTRA_API_MAX_RETRY_AFTER)",
+                wait,
+                endpoint,
+                cap,
+            )
+            wait = cap
+        else:
             log.info("API asked to wait %.1fs (Retry-After on %s)", wait, endpoint)
+        self._resume_at = max(self._resume_at, time.monotonic() + wait)
 
     async def _wait_for_retry_after(self, endpoint: str) -> None:
         wait = self._resume_at - time.monotonic()
@@ -298,11 +395,26 @@ def _as_list(body: object) -> list[object]:
     return body if isinstance(body, list) else [body]
 
 
-def _detail(response: httpx.Response) -> str:
+def _path(endpoint: str, *segments: str) -> str:
+    """A URL path of opaque ids, each quoted into exactly one segment.
+
+    quote() leaves dots alone, and httpx resolves "." and ".." segments away, so an id of
+    only dots has them escaped too. An empty id would address another route.
+    """
+    quoted = []
+    for segment in segments:
+        if not segment:
+            raise ApiRequestError(f"{endpoint}: an empty id cannot be requested", endpoint=endpoint)
+        text = quote(segment, safe="")
+        quoted.append(text.replace(".", "%2E") if not text.strip(".") else text)
+    return "".join("/" + text for text in quoted)
+
+
+def _detail(raw: bytes | bytearray) -> str:
     """The API's own short explanation, if it sent a JSON one ({"detail": ...})."""
     try:
-        body = response.json()
-    except ValueError:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
         return ""
     if isinstance(body, dict):
         detail = body.get("detail") or body.get("message") or body.get("error")

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
@@ -121,9 +121,35 @@ def replace_lone_surrogates(value: Any) -> Any:
     return value
 
 
-def may_hold_lone_surrogates(raw: bytes) -> bool:
-    """Cheap pre-check on the raw body: only escaped text can hold a lone surrogate."""
-    return b"\\ud" in raw or b"\\uD" in raw
+def may_hold_lone_surrogates(raw: str) -> bool:
+    """Cheap pre-check on the JSON text: only escaped text can hold a lone surrogate."""
+    return "\\ud" in raw or "\\uD" in raw
+
+
+# JSON levels a record may have. Downstream code (validation, content capture, the spool)
+# recurses into values, so a deeper record could exhaust Python's recursion limit there;
+# no real workflow output comes near this.
+MAX_NESTING: Final = 256
+
+
+def nested_deeper_than(value: object, limit: int) -> bool:
+    """True when containers inside `value` go more than `limit` levels deep.
+
+    Walks level by level without recursion, so any depth the decoder produced is safe.
+    """
+    level: list[Any] = [value]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, (dict, list))
+        ]
+    return False
 
 
 def parse_records(
@@ -135,6 +161,9 @@ def parse_records(
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             rejected.append(RejectedRecord(index, f"expected an object, got {type(item).__name__}"))
+            continue
+        if nested_deeper_than(item, MAX_NESTING):
+            rejected.append(RejectedRecord(index, f"nested deeper than {MAX_NESTING} levels"))
             continue
         try:
             good.append(model.model_validate(item))

@@ -23,6 +23,9 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 30.0  # the daemon caps this at its poll interval
     budget: float = 25.0  # seconds one request may spend on retries before giving up
+    # Longest pause a Retry-After may impose (ORCHESTRA_API_MAX_RETRY_AFTER): one absurd
+    # value must not silence the client until a restart.
+    max_retry_after: float = 300.0
 
     def backoff(self, retry_number: int, rng: random.Random) -> float:
         """Equal jitter: half the exponential step, plus up to half again at random.

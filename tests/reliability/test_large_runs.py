@@ -374,6 +374,9 @@ def test_non_ascii_content_stays_under_4_mib_per_request(tmp_path: Path) -> None
             ORCHESTRA_CAPTURE_CONTENT="true",
             ORCHESTRA_API_TIMEOUT="120",
             OTEL_EXPORTER_OTLP_TIMEOUT="10",  # a refused request is retried until then
+            # The emulator escapes non-ASCII text (\uXXXX): this steps answer is 35 MiB,
+            # past the default 32 MiB cap (17 MiB as the UTF-8 a FastAPI server sends).
+            ORCHESTRA_API_MAX_RESPONSE_BYTES=str(64 * 1024 * 1024),
         )
         figures = _request_figures(strict.requests("grpc"))
         if figures:

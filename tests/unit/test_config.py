@@ -79,6 +79,9 @@ def _problems(
         ("api_key_file", None),
         ("otlp_protocol", "grpc"),
         ("otlp_endpoint", None),
+        ("api_max_response_bytes", 32 * 1024 * 1024),
+        ("api_max_records", 20_000),
+        ("api_max_retry_after", 300),
     ],
 )
 def test_defaults(field: str, expected: object) -> None:
@@ -185,6 +188,9 @@ def test_empty_yaml_file_is_defaults(tmp_path: Path) -> None:
         ("ORCHESTRA_SHARD", "0/1", "shard", (0, 1)),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "otlp_protocol", "http/protobuf"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "otlp_protocol", "grpc"),
+        ("ORCHESTRA_API_MAX_RESPONSE_BYTES", "1048576", "api_max_response_bytes", 1048576),
+        ("ORCHESTRA_API_MAX_RECORDS", "100", "api_max_records", 100),
+        ("ORCHESTRA_API_MAX_RETRY_AFTER", "60", "api_max_retry_after", 60),
     ],
 )
 def test_env_values(env: str, value: str, field: str, expected: object) -> None:
@@ -341,6 +347,11 @@ def test_api_key_never_in_invalid_yaml_problem(tmp_path: Path, yaml_text: str) -
         ("ORCHESTRA_LOG_FORMAT", "xml"),
         ("ORCHESTRA_BASE_URL", "ftp://example.com"),
         ("ORCHESTRA_BASE_URL", "orchestra.arcee.ai"),
+        ("ORCHESTRA_API_MAX_RESPONSE_BYTES", "32MiB"),
+        ("ORCHESTRA_API_MAX_RESPONSE_BYTES", "1000"),
+        ("ORCHESTRA_API_MAX_RECORDS", "99"),  # a history page holds 100
+        ("ORCHESTRA_API_MAX_RETRY_AFTER", "0"),
+        ("ORCHESTRA_API_MAX_RETRY_AFTER", "inf"),
     ],
 )
 def test_bad_env_value_names_the_variable(env: str, value: str) -> None:
