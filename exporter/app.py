@@ -196,7 +196,7 @@ def open_runtime(
             options.resource,
             build_metric_exporter(settings.otlp_protocol),
         )
-    telemetry.watch_client(lambda: client.stats)
+    telemetry.watch_client(lambda: client.stats, client.pause_remaining)
     poller = Poller(
         client,
         ledger,

@@ -136,7 +136,9 @@ class Collector:
         try:
             steps = await self._client.get_steps(info.workflow_id, run.id)
         except ApiResponseTooLargeError as exc:
-            return self._unreadable(info.workflow_id, run, exc)
+            if not self._give_up(info.workflow_id, run, exc):
+                raise  # a bare raise: the frames go with the exception, not with us
+            return Capture.closed(info.workflow_id, run.id, run.status)
         mapped = map_run(info, run, steps, self._options, already_exported=captured)
         self._observer.mapped(mapped)
         self._reporter.mapping_problems(info.workflow_id, mapped.problems)
@@ -145,16 +147,14 @@ class Collector:
             result.runs_in_flight += 1
         return capture_of(info.workflow_id, run, mapped)
 
-    def _unreadable(
-        self, workflow_id: str, run: Run, exc: ApiResponseTooLargeError
-    ) -> Capture | None:
-        """Count an answer past the bounds; give the run up after MAX_UNREADABLE_TRIES."""
+    def _give_up(self, workflow_id: str, run: Run, exc: ApiResponseTooLargeError) -> bool:
+        """Count an answer past the bounds; True once the run is to be given up."""
         tries = self._ledger.note_unreadable(workflow_id, run.id)
         if tries < MAX_UNREADABLE_TRIES:
-            raise exc
+            return False
         self._reporter.skipped("run")
         self._reporter.once(f"run {run.id}", f"skipped after {tries} tries: {exc}")
-        return Capture.closed(workflow_id, run.id, run.status)
+        return True
 
 
 async def settle_all(jobs: Sequence[Awaitable[_T]], result: PollResult) -> list[_T]:

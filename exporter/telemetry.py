@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.mapping.options import MappingOptions
@@ -102,8 +102,12 @@ class Telemetry:
         self.state = HealthState()
         self.otlp: MetricRecorder | None = None  # set when metrics are pushed over OTLP
 
-    def watch_client(self, stats: Callable[[], ClientStats]) -> None:
-        self.registry.register(_ClientCollector(stats))
+    def watch_client(
+        self, stats: Callable[[], ClientStats], paused: Callable[[], float] = lambda: 0.0
+    ) -> None:
+        """Read the client's counters, and its Retry-After pause, at scrape/probe time."""
+        self.registry.register(_ClientCollector(stats, paused))
+        self.state.api_paused = paused
 
     def discovered(self, workflows: Iterable[WorkflowInfo], options: MappingOptions) -> None:
         """Discovery's view: zero series for every workflow and graph node this replica owns
@@ -122,8 +126,9 @@ class MetricRecorder(Protocol):
 
 
 class _ClientCollector(Collector):
-    def __init__(self, stats: Callable[[], ClientStats]) -> None:
+    def __init__(self, stats: Callable[[], ClientStats], paused: Callable[[], float]) -> None:
         self._stats = stats
+        self._paused = paused
 
     def collect(self) -> Iterator[Metric]:
         stats = self._stats()
@@ -144,6 +149,21 @@ class _ClientCollector(Collector):
         yield CounterMetricFamily(
             f"{PREFIX}_api_rate_limited", "429 answers from the API", value=stats.rate_limited
         )
+        yield CounterMetricFamily(
+            f"{PREFIX}_api_retry_after",
+            "Retry-After answers that paused every request of the client",
+            value=stats.retry_after_pauses,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_api_retry_after_capped",
+            "Retry-After answers longer than ORCHESTRA_API_MAX_RETRY_AFTER, cut to it",
+            value=stats.retry_after_capped,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_api_paused_seconds",
+            "Seconds the client still waits before its next request (a Retry-After)",
+            value=self._paused(),
+        )
 
 
 @dataclass
@@ -155,6 +175,7 @@ class HealthState:
     auth_failing: bool = False
     ledger_failing: bool = False
     pending_spans: int = 0
+    api_paused: Callable[[], float] = lambda: 0.0  # seconds of Retry-After left
 
     def readiness(self, poll_interval: float, now: float | None = None) -> tuple[bool, list[str]]:
         now = time.time() if now is None else now
@@ -169,6 +190,9 @@ class HealthState:
             reasons.append(f"no successful poll for {age:.0f}s (limit {stale_after:.0f}s)")
         if self.ledger_failing:
             reasons.append("the state file cannot be read or written (see the log)")
+        paused = self.api_paused()
+        if paused > 0:
+            reasons.append(f"the Orchestra API asked for a pause (Retry-After): {paused:.0f}s left")
         if self.export_failing:
             reasons.append(f"the span export is failing; {self.pending_spans} spans spooled")
         return not reasons, reasons

@@ -87,6 +87,9 @@ SELF_METRICS: Final = (
     _m("orchestra_otel_api_auth_failing", "gauge"),
     _m("orchestra_otel_history_paging_stopped_total", "counter", "reason"),
     _m("orchestra_otel_unpriced_model_steps_total", "counter", "model"),
+    _m("orchestra_otel_api_retry_after_total", "counter"),
+    _m("orchestra_otel_api_retry_after_capped_total", "counter"),
+    _m("orchestra_otel_api_paused_seconds", "gauge"),
 )
 
 METRICS: Final = {m.name: m for m in WORKFLOW_METRICS + SELF_METRICS}
