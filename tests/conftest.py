@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fixtures import otlp_receiver  # noqa: F401  (a pytest fixture)
+from tests.support.fixtures import otlp_receiver, world  # noqa: F401  (pytest fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 

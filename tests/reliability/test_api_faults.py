@@ -15,7 +15,6 @@ import secrets
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,29 +22,29 @@ from typing import Any
 import pytest
 
 from exporter.emulator import FaultRule
-from tests.integration.harness import API_KEY, World, make_world, wait_until
-from tests.reliability.faults_harness import (
-    MAX_ATTEMPTS,
-    Arrival,
-    arrivals,
-    backoff_window,
-    control,
-    describe,
-    gaps,
-    start_daemon,
-)
+from tests.support.api_log import Arrival, arrivals, control, describe, gaps
+from tests.support.daemon import wait_for
+from tests.support.world import API_KEY, World, demo_world
 
 pytestmark = pytest.mark.integration
+
+# The retry contract of the API client (DESIGN.md section 4 and the client's docs): at most
+# 4 attempts per request, equal-jitter exponential backoff from 0.5 s (the n-th retry waits
+# between half and all of 0.5 * 2**(n-1) s), capped at min(30 s, the poll interval).
+MAX_ATTEMPTS = 4
+BASE_DELAY = 0.5
+
+
+def backoff_window(retry: int, cap: float = 30.0) -> tuple[float, float]:
+    """The (shortest, longest) wait before retry number `retry` (1-based)."""
+    step = min(cap, BASE_DELAY * 2 ** (retry - 1))
+    return step / 2, step
+
 
 API_TIMEOUT = 1.0  # ORCHESTRA_API_TIMEOUT for the runs that inject delays
 SLACK = 0.75  # scheduling noise allowed on top of a backoff's longest wait (2 busy cores)
 PARALLEL_SLACK = 2.0  # the same while several cases run side by side
 PARALLEL_CASES = 6
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    yield from make_world(tmp_path)
 
 
 def run_ids(world: World, workflow_id: str) -> list[str]:
@@ -173,15 +172,9 @@ def test_once_recovers_from_every_kind_of_transient_fault(tmp_path: Path) -> Non
     """
 
     def case(name: str) -> None:
-        worlds = make_world(tmp_path / name)
-        world = next(worlds)
-        try:
+        with demo_world(tmp_path / name) as world:
             check_transient_fault(name, world)
-        finally:
-            worlds.close()
 
-    for name in FAULTS:
-        (tmp_path / name).mkdir()
     with ThreadPoolExecutor(max_workers=PARALLEL_CASES) as pool:
         futures = {name: pool.submit(case, name) for name in FAULTS}
         problems = {}
@@ -369,9 +362,9 @@ def test_daemon_stays_up_and_polite_through_an_outage_then_exports_everything(
     healthy = [
         run_id for wid in workflows[1:] for run_id in run_ids(world, wid) if run_id != steps_run
     ]
-    with start_daemon(world, ORCHESTRA_POLL_INTERVAL="0.5") as daemon:
+    with world.daemon(ORCHESTRA_POLL_INTERVAL="0.5") as daemon:
         world.receiver.wait_for_spans(spans_of_runs(world, healthy), timeout=30)
-        wait_until(lambda: daemon.polls() >= 4, 30, "the daemon stopped polling")
+        wait_for(lambda: daemon.polls() >= 4, 30, "the daemon stopped polling")
         assert daemon.alive
         assert daemon.get("/healthz")[0] == 200
         status, body = daemon.readyz()
@@ -401,10 +394,10 @@ def test_daemon_stays_up_and_polite_through_an_outage_then_exports_everything(
 
         control(world.emulator, "DELETE", "faults")
         assert_everything_exported(world)
-        wait_until(lambda: daemon.readyz()[0] == 200, 15, "/readyz did not recover")
+        wait_for(lambda: daemon.readyz()[0] == 200, 15, "/readyz did not recover")
         # Exported runs are not fetched again once the API is healthy.
         settled = Counter(a.path for a in arrivals(world.emulator, kind="steps"))
-        wait_until(lambda: daemon.polls() >= polls + 2, 15, "the daemon stopped polling")
+        wait_for(lambda: daemon.polls() >= polls + 2, 15, "the daemon stopped polling")
         assert Counter(a.path for a in arrivals(world.emulator, kind="steps")) == settled
         code = daemon.stop()
     assert code == 0, daemon.stderr
@@ -430,8 +423,8 @@ def test_daemon_with_a_rejected_key_says_so_once_and_recovers(
     else:
         world.emulator.faults.add(FaultRule(action="status", status=403, times=None))
 
-    with start_daemon(world, **extra) as daemon:
-        wait_until(lambda: daemon.polls() >= 4, 20, "the daemon did not keep polling")
+    with world.daemon(**extra) as daemon:
+        wait_for(lambda: daemon.polls() >= 4, 20, "the daemon did not keep polling")
         assert daemon.alive
         assert daemon.stderr.count(REJECTED) == 1, daemon.stderr
         status, body = daemon.readyz()
@@ -454,7 +447,7 @@ def test_daemon_with_a_rejected_key_says_so_once_and_recovers(
             control(world.emulator, "DELETE", "faults")
 
         assert_everything_exported(world)
-        wait_until(lambda: daemon.readyz()[0] == 200, 15, "/readyz stayed 503 after the fix")
+        wait_for(lambda: daemon.readyz()[0] == 200, 15, "/readyz stayed 503 after the fix")
         assert daemon.metric("orchestra_otel_api_auth_failing") == 0
         assert daemon.alive
         code = daemon.stop()
@@ -469,8 +462,8 @@ def test_daemon_honours_a_retry_after_longer_than_its_poll_interval(world: World
     request arrives before each pause has passed."""
     pause = 2.0
     world.emulator.faults.add(FaultRule(action="rate_limit", retry_after=pause, times=None))
-    with start_daemon(world, ORCHESTRA_POLL_INTERVAL="0.5") as daemon:
-        wait_until(lambda: len(arrivals(world.emulator)) >= 3, 20, "the daemon stopped asking")
+    with world.daemon(ORCHESTRA_POLL_INTERVAL="0.5") as daemon:
+        wait_for(lambda: len(arrivals(world.emulator)) >= 3, 20, "the daemon stopped asking")
         log = arrivals(world.emulator)
         assert {a.status for a in log} == {429}, describe(log)
         for gap in gaps(log):

@@ -29,12 +29,12 @@ from typing import Any
 
 import pytest
 
-from exporter.emulator import Emulator, ManualClock, Scenario
+from exporter.emulator import ManualClock, Scenario
 from exporter.mapping.graph import graph_from_api
 from exporter.mapping.spans import MappingOptions, WorkflowInfo, map_run
 from exporter.source.models import Run, Step, parse_records
-from tests.integration.harness import API_KEY, World
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedRequest
+from tests.support.world import World, open_world
 
 pytestmark = pytest.mark.integration
 
@@ -247,16 +247,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     big = add_big_run(scenario, "nightly-digest", STEPS, content=(1000, 2000), seed=1, links=True)
     # Big spans: ~12 KB prompts and ~6 KB replies kept whole (limit 16384 characters).
     heavy = add_big_run(scenario, "long-documents", 1200, content=(10_000, 12_000), seed=2)
-    emulator = Emulator(scenario, api_key=API_KEY)
-    emulator.start()
-    receiver = OtlpReceiver()
-    try:
-        receiver.start()
-        path = tmp_path_factory.mktemp("large") / "unused.db"
-        yield Setup(World(scenario, clock, emulator, receiver, path), big, heavy)
-    finally:
-        receiver.stop()
-        emulator.stop()
+    with open_world(scenario, tmp_path_factory.mktemp("large"), clock=clock) as world:
+        yield Setup(world, big, heavy)
 
 
 def _once(world: World, tmp_path: Path, run: BigRun, **env: str) -> World:
@@ -364,8 +356,7 @@ def test_non_ascii_content_stays_under_4_mib_per_request(tmp_path: Path) -> None
     # Prompts, replies, messages and stdout all past the default 2048 characters.
     run = add_big_run(scenario, "multilingual", 1200, content=(4200, 5000), seed=3, corpus=corpus)
     strict = OtlpReceiver(max_message_bytes=GRPC_DEFAULT_MAX_BYTES)
-    with Emulator(scenario, api_key=API_KEY) as emulator, strict:
-        world = World(scenario, ManualClock(), emulator, strict, tmp_path / "ledger.db")
+    with open_world(scenario, tmp_path, receiver=strict) as world:
         result = world.cli(
             "once",
             timeout=300,
