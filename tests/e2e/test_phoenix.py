@@ -38,7 +38,8 @@ from tests.e2e.phoenix import (
 from tests.support.daemon import orchestra_otel, run_command
 from tests.support.world import daemon_env, demo_scenario
 
-pytestmark = pytest.mark.e2e
+# One Phoenix server (a minute to start) serves the whole module: keep it on one worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("phoenix")]
 
 API_KEY = "e2e-key-5b1d0c"
 FAILED_STATUSES = {"failed", "error", "timeout"}

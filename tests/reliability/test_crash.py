@@ -195,6 +195,7 @@ KILL_AIMS: dict[str, Callable[[Daemon, World, random.Random], str]] = {
 }
 
 
+@pytest.mark.slow(seconds=60)
 def test_sigkill_at_random_moments_loses_nothing(world: World) -> None:
     rng = random.Random(SEED)
     plan = [kind for kind in KILL_AIMS for _ in range(KILLS_PER_KIND)]
