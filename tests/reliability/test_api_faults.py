@@ -41,7 +41,9 @@ def backoff_window(retry: int, cap: float = 30.0) -> tuple[float, float]:
     return step / 2, step
 
 
-API_TIMEOUT = 1.0  # ORCHESTRA_API_TIMEOUT for the runs that inject delays
+# ORCHESTRA_API_TIMEOUT for the runs that inject delays: long enough that a healthy answer
+# from an emulator on a machine busy with other tests never times out too.
+API_TIMEOUT = 2.0
 SLACK = 0.75  # scheduling noise allowed on top of a backoff's longest wait (2 busy cores)
 PARALLEL_SLACK = 2.0  # the same while several cases run side by side
 PARALLEL_CASES = 6
@@ -68,6 +70,14 @@ def assert_everything_exported(world: World) -> None:
     assert world.receiver.duplicate_count() == 0
 
 
+def broken_urls(world: World) -> tuple[str, str, str]:
+    """What the fault tests break: (the run history of the first workflow, the first run
+    of the second workflow, that run's steps), as paths to match requests with."""
+    workflows = world.scenario.workflow_ids()
+    steps_run = run_ids(world, workflows[1])[0]
+    return f"/workflows/{workflows[0]}/runs?", steps_run, f"/runs/{steps_run}/steps"
+
+
 def path_counts(world: World) -> Counter[str]:
     return Counter(item.path for item in arrivals(world.emulator))
 
@@ -85,7 +95,7 @@ FAULTS: dict[str, dict[str, Any]] = {
         "retry_after": 1,
         "retry_after_format": "date",
     },
-    "timeout": {"action": "delay", "delay": 3.0},
+    "timeout": {"action": "delay", "delay": 5.0},
     "connection-reset": {"action": "reset"},
     "truncated-body": {"action": "truncate"},
     "html-200": {"action": "html"},
@@ -114,11 +124,7 @@ def check_transient_fault(name: str, world: World) -> None:
     fault = FAULTS[name]
     rate_limited = fault["action"] == "rate_limit"
     times = 1 if rate_limited else 2
-    workflows = world.scenario.workflow_ids()
-    history_wf, steps_wf = workflows[0], workflows[1]
-    steps_run = run_ids(world, steps_wf)[0]
-    history_path = f"/workflows/{history_wf}/runs?"
-    steps_path = f"/runs/{steps_run}/steps"
+    history_path, _, steps_path = broken_urls(world)
     faults = world.emulator.faults
     faults.add(FaultRule(kind="list_workflows", times=1, **fault))
     faults.add(FaultRule(kind="list_runs", times=times, path_contains=history_path, **fault))
@@ -347,10 +353,7 @@ def test_daemon_stays_up_and_polite_through_an_outage_then_exports_everything(
     steps call fail until cleared. Per poll, no URL is asked more than MAX_ATTEMPTS
     times; the healthy workflows are exported meanwhile; clearing brings the rest."""
     workflows = world.scenario.workflow_ids()
-    history_wf, steps_wf = workflows[0], workflows[1]
-    steps_run = run_ids(world, steps_wf)[0]
-    history_path = f"/workflows/{history_wf}/runs?"
-    steps_path = f"/runs/{steps_run}/steps"
+    history_path, steps_run, steps_path = broken_urls(world)
     faults = world.emulator.faults
     faults.add(FaultRule(action="status", kind="list_workflows", status=503, times=2 * 4))
     faults.add(

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -287,25 +288,30 @@ def test_sigkill_at_random_moments_loses_nothing(world: World) -> None:
     )
 
 
+@dataclass(frozen=True)
+class SlowExport:
+    """A receiver that holds each export `delay_s`, and the daemon's OTLP timeout."""
+
+    delay_s: float
+    otlp_timeout_s: int
+    confirmed: bool  # the export completes during the shutdown and is confirmed
+
+
 @pytest.mark.parametrize(
-    ("protocol", "delay_s", "otlp_timeout_s", "confirmed"),
+    ("protocol", "case"),
     [
         # The export completes during the shutdown: it is confirmed before the exit.
-        pytest.param("grpc", 2.0, 6, True, id="grpc-slow"),
-        pytest.param("http/protobuf", 2.0, 6, True, id="http-slow"),
+        pytest.param("grpc", SlowExport(2.0, 6, True), id="grpc-slow"),
+        pytest.param("http/protobuf", SlowExport(2.0, 6, True), id="http-slow"),
         # The backend hangs beyond the exporter's timeout: nothing confirmed, all spooled.
-        pytest.param("grpc", 60.0, 3, False, id="grpc-hung"),
-        pytest.param("http/protobuf", 60.0, 3, False, id="http-hung"),
+        pytest.param("grpc", SlowExport(60.0, 3, False), id="grpc-hung"),
+        pytest.param("http/protobuf", SlowExport(60.0, 3, False), id="http-hung"),
     ],
 )
 def test_sigterm_during_slow_export_exits_promptly_and_loses_nothing(
-    world: World,
-    protocol: str,
-    delay_s: float,
-    otlp_timeout_s: int,
-    confirmed: bool,
+    world: World, protocol: str, case: SlowExport
 ) -> None:
-    check_sigterm_during_export(world, protocol, delay_s, otlp_timeout_s, confirmed)
+    check_sigterm_during_export(world, protocol, case)
 
 
 @pytest.mark.parametrize(
@@ -319,16 +325,11 @@ def test_sigterm_exit_is_bounded_by_the_grace_not_the_otlp_timeout(
     world: World, protocol: str
 ) -> None:
     """A backend that hangs longer than the shutdown grace (20 s), with a long timeout."""
-    check_sigterm_during_export(world, protocol, 120.0, 60, confirmed=False)
+    check_sigterm_during_export(world, protocol, SlowExport(120.0, 60, confirmed=False))
 
 
-def check_sigterm_during_export(
-    world: World,
-    protocol: str,
-    delay_s: float,
-    otlp_timeout_s: int,
-    confirmed: bool,
-) -> None:
+def check_sigterm_during_export(world: World, protocol: str, case: SlowExport) -> None:
+    delay_s, otlp_timeout_s, confirmed = case.delay_s, case.otlp_timeout_s, case.confirmed
     expected = expected_identities(world)
     ledger = LedgerView(world.state_path)
     world.receiver.set_delay(delay_s)
