@@ -22,24 +22,19 @@ from typing import Any
 import pytest
 
 from exporter.emulator import FaultRule
-from tests.support.api_log import Arrival, arrivals, control, describe, gaps
+from tests.support.api_log import (
+    MAX_ATTEMPTS,
+    Arrival,
+    arrivals,
+    backoff_window,
+    control,
+    describe,
+    gaps,
+)
 from tests.support.daemon import wait_for
 from tests.support.world import API_KEY, World, demo_world
 
 pytestmark = pytest.mark.integration
-
-# The retry contract of the API client (DESIGN.md section 4 and the client's docs): at most
-# 4 attempts per request, equal-jitter exponential backoff from 0.5 s (the n-th retry waits
-# between half and all of 0.5 * 2**(n-1) s), capped at min(30 s, the poll interval).
-MAX_ATTEMPTS = 4
-BASE_DELAY = 0.5
-
-
-def backoff_window(retry: int, cap: float = 30.0) -> tuple[float, float]:
-    """The (shortest, longest) wait before retry number `retry` (1-based)."""
-    step = min(cap, BASE_DELAY * 2 ** (retry - 1))
-    return step / 2, step
-
 
 # ORCHESTRA_API_TIMEOUT for the runs that inject delays: long enough that a healthy answer
 # from an emulator on a machine busy with other tests never times out too.

@@ -10,7 +10,7 @@
     ports.py         free_port() (only for programs that cannot bind 0), listening sockets
     delivery.py      what must arrive vs what the receiver got (span identities, Delivery)
     ledger.py        LedgerView: the SQLite ledger opened read-only
-    api_log.py       the emulator's request log (arrivals, gaps) and control API
+    api_log.py       the emulator's request log (arrivals, gaps), control API, retry contract
     tls.py           a self-signed certificate and a TLS proxy in front of the emulator
     otlp_receiver.py a real OTLP receiver (gRPC + HTTP, official protobufs, fault switches)
     fixtures.py      the shared pytest fixtures (imported by tests/conftest.py)

@@ -1,4 +1,5 @@
-"""The emulated Orchestra API seen from a test: its request log and its control API.
+"""The emulated Orchestra API seen from a test: its request log, its control API, and the
+retry contract the daemon's requests must keep.
 
 The emulator logs every request with its monotonic arrival time (the same clock as the
 test process): which requests were retried, how far apart, what was answered.
@@ -14,6 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.emulator import Emulator
+
+# The retry contract of the API client (DESIGN.md section 4 and the client's docs): at most
+# 4 attempts per request, equal-jitter exponential backoff from 0.5 s (the n-th retry waits
+# between half and all of 0.5 * 2**(n-1) s), capped at min(30 s, the poll interval).
+MAX_ATTEMPTS = 4
+BASE_DELAY = 0.5
+
+
+def backoff_window(retry: int, cap: float = 30.0) -> tuple[float, float]:
+    """The (shortest, longest) wait before retry number `retry` (1-based)."""
+    step = min(cap, BASE_DELAY * 2 ** (retry - 1))
+    return step / 2, step
 
 
 @dataclass(frozen=True)
