@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fixtures import otlp_receiver  # noqa: F401  (a pytest fixture)
+from tests.support.fixtures import otlp_receiver, world  # noqa: F401  (pytest fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,6 +22,22 @@ def _shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return _shared_dir()
+
+
+def expected_seconds(item: pytest.Item) -> float:
+    """How long a test is expected to take: `@pytest.mark.slow(seconds=N)` says N, a bare
+    `slow` mark 30, anything else 0."""
+    mark = item.get_closest_marker("slow")
+    if mark is None:
+        return 0.0
+    return float(mark.kwargs.get("seconds", 30.0))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest tests first: pytest-xdist hands tests out in this order, so the soak starts
+    at once and the short tests fill the workers around it (the wall time is then close
+    to the longest test, not to the sum of the slow tests on one worker)."""
+    items.sort(key=expected_seconds, reverse=True)  # stable: the rest keep their order
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

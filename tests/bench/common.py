@@ -7,29 +7,28 @@ import dataclasses
 import gc
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from exporter.emulator import CodeNode, Emulator, IntegrationNode, ManualClock, ModelNode, Scenario
+from exporter.emulator import CodeNode, IntegrationNode, ManualClock, ModelNode, Scenario
 from exporter.emulator.demo import demo_workflows
 from exporter.emulator.graph import END, START, WorkflowSpec
 from exporter.mapping.attributes import RUN_ID, STEP_ID
 from exporter.mapping.timeparse import parse_timestamp_ns
-from tests.integration.harness import API_KEY, REPO, World
+from tests.support.daemon import REPO, Daemon
 from tests.support.otlp_receiver import (
     OtlpReceiver,
     ReceivedRequest,
     ReceivedSpan,
     flatten_request,
 )
+from tests.support.world import World, open_world
 
 PY = sys.executable
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -166,34 +165,11 @@ class LazyReceiver(OtlpReceiver):
             self._span_total = 0
 
 
-@contextlib.contextmanager
-def open_world(
-    scenario: Scenario,
-    clock: ManualClock | None,
-    tmp: Path,
-    *,
-    history_limit: int = 100,
-    recent_limit: int = 1000,
-) -> Iterator[World]:
-    """Emulator + fresh OTLP receiver + a private state file, torn down afterwards."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    emulator = Emulator(
-        scenario, api_key=API_KEY, history_limit=history_limit, recent_limit=recent_limit
-    )
-    emulator.start()
-    receiver = LazyReceiver()
-    receiver.start()
-    try:
-        yield World(scenario, clock or ManualClock(), emulator, receiver, tmp / "ledger.db")
-    finally:
-        receiver.stop()
-        emulator.stop()
-
-
-def bench_env(world: World, **extra: str) -> dict[str, str]:
-    env = world.env("grpc", **extra)
-    env["PYTHONPATH"] = str(REPO)
-    return env
+def bench_world(
+    scenario: Scenario, clock: ManualClock | None, tmp: Path, **emulator_options: Any
+) -> contextlib.AbstractContextManager[World]:
+    """The tests' world (emulator, receiver, private state file) with the LazyReceiver."""
+    return open_world(scenario, tmp, clock=clock, receiver=LazyReceiver(), **emulator_options)
 
 
 def finished_runs(scenario: Scenario) -> list[tuple[str, dict[str, Any]]]:
@@ -307,87 +283,26 @@ def proc_mem_mb(pid: int) -> dict[str, float]:
     return {"rss_mb": round(found["VmRSS"], 1), "hwm_mb": round(found["VmHWM"], 1)}
 
 
-@dataclass
-class Proc:
-    """A subprocess whose output lines are collected (with time.monotonic()) by threads."""
+class Proc(Daemon):
+    """The tests' Daemon (output lines collected with their times), run from the repo,
+    with CPU and memory readings: peak RSS sampled while it lives, CPU time from wait4."""
 
-    args: Sequence[str]
-    env: dict[str, str]
-    stdin: bool = False
-    popen: subprocess.Popen[str] = field(init=False)
-    started: float = field(init=False)  # time.monotonic()
-    started_wall: float = field(init=False)  # time.time()
-    out: list[tuple[float, str]] = field(default_factory=list, init=False)
-    err: list[tuple[float, str]] = field(default_factory=list, init=False)
-    cpu_s: float | None = field(default=None, init=False)  # from wait4, once it exited
-    peak_mb: float | None = field(default=None, init=False)  # VmHWM, sampled
-    ended: float | None = field(default=None, init=False)
-
-    def __post_init__(self) -> None:
-        self._cond = threading.Condition()
-        self.started_wall = time.time()
-        self.started = time.monotonic()
-        self.popen = subprocess.Popen(
-            list(self.args),
-            env=self.env,
-            cwd=REPO,
-            stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        for stream, sink in ((self.popen.stdout, self.out), (self.popen.stderr, self.err)):
-            threading.Thread(target=self._read, args=(stream, sink), daemon=True).start()
+    def __init__(self, args: Sequence[str], env: dict[str, str], stdin: bool = False) -> None:
+        self.cpu_s: float | None = None  # from wait4, once it exited
+        self.peak_mb: float | None = None  # VmHWM, sampled
+        self.ended: float | None = None
+        super().__init__(args, env, cwd=REPO, stdin=stdin)
         threading.Thread(target=self._sample_peak, daemon=True).start()
 
     def _sample_peak(self) -> None:
         """VmHWM (peak RSS) read every 0.2 s while the process lives: its last reading is
         the peak (wait4's ru_maxrss is not used: it can report the forking parent's size)."""
-        while self.popen.returncode is None:
+        while self.process.returncode is None:
             try:
                 self.peak_mb = max(self.peak_mb or 0.0, proc_mem_mb(self.pid)["hwm_mb"])
             except (OSError, KeyError):
                 return
             time.sleep(0.2)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def _read(self, stream: Any, sink: list[tuple[float, str]]) -> None:
-        for line in stream:
-            with self._cond:
-                sink.append((time.monotonic(), line.rstrip("\n")))
-                self._cond.notify_all()
-
-    def lines(self, needle: str, *, stream: str = "err") -> list[tuple[float, str]]:
-        with self._cond:
-            source = self.err if stream == "err" else self.out
-            return [item for item in source if needle in item[1]]
-
-    def wait_lines(
-        self, needle: str, count: int, timeout: float, *, stream: str = "err"
-    ) -> list[tuple[float, str]]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = self.lines(needle, stream=stream)
-                if len(found) >= count:
-                    return found
-                if self.popen.poll() is not None:
-                    raise RuntimeError(f"{self.args[2:4]} exited early:\n{self.tail()}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"{count} x {needle!r} not seen in {timeout}s:\n{self.tail()}"
-                    )
-                self._cond.wait(min(left, 0.5))
-
-    def send(self, line: str) -> None:
-        assert self.popen.stdin is not None
-        self.popen.stdin.write(line + "\n")
-        self.popen.stdin.flush()
 
     def cpu(self) -> float:
         """CPU seconds so far (threads alive now, ns resolution: see proc_cpu_precise_s)."""
@@ -408,24 +323,20 @@ class Proc:
             if pid == self.pid:
                 self.ended = time.monotonic()
                 self.cpu_s = usage.ru_utime + usage.ru_stime
-                self.popen.returncode = os.waitstatus_to_exitcode(status)
+                self.process.returncode = os.waitstatus_to_exitcode(status)
                 break
             if time.monotonic() >= deadline:
-                self.popen.kill()
-                raise TimeoutError(f"{self.args[2:4]} did not exit in {timeout}s:\n{self.tail()}")
+                self.process.kill()
+                raise TimeoutError(f"{self.argv[2:4]} did not exit in {timeout}s:\n{self.tail()}")
             time.sleep(0.02)
         time.sleep(0.05)  # let the reader threads take the last lines
-        return self.popen.returncode
+        return self.process.returncode
 
     def stop(self, timeout: float = 60) -> int:
-        if self.popen.returncode is None:
+        if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(signal.SIGTERM)
+                self.process.send_signal(signal.SIGTERM)
         return self.wait_exit(timeout)
-
-    def tail(self, lines: int = 15) -> str:
-        with self._cond:
-            return "\n".join(line for _, line in self.err[-lines:])
 
 
 def exporter_cmd(*args: str) -> list[str]:

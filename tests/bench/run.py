@@ -53,7 +53,7 @@ from tests.bench import naive_baseline
 from tests.bench.common import (
     PY,
     Proc,
-    bench_env,
+    bench_world,
     delivery,
     demo_clones,
     expected_keys,
@@ -62,14 +62,13 @@ from tests.bench.common import (
     finished_runs,
     load_average,
     naive_cmd,
-    open_world,
     percentile,
     root_arrivals,
     run_end_s,
     timed,
     wait_for_keys,
 )
-from tests.integration.harness import API_KEY, REPO, World
+from tests.support.world import API_KEY, REPO, World
 
 OTEL = "orchestra-otel"
 NAIVE = "naive"
@@ -194,14 +193,14 @@ def _requests_for(tool: str, sizes: Sizes, tmp: Path) -> dict[str, Any]:
             failure_rate=0.1,
             count=sizes.req_new_per_interval * sizes.req_intervals,
         )
-    with open_world(scenario, clock, tmp / f"requests-{tool}", recent_limit=10**6) as world:
+    with bench_world(scenario, clock, tmp / f"requests-{tool}", recent_limit=10**6) as world:
         per_interval: list[dict[str, int]] = []
         started = time.monotonic()
         proc: Proc | None = None
         if tool == OTEL:
-            env = bench_env(world, ORCHESTRA_LOOKBACK="86400")
+            env = world.env("grpc", ORCHESTRA_LOOKBACK="86400")
         else:
-            proc = Proc(naive_cmd("control"), bench_env(world), stdin=True)
+            proc = Proc(naive_cmd("control"), world.env("grpc"), stdin=True)
 
         def poll(number: int) -> None:
             if proc is None:
@@ -291,7 +290,7 @@ def _freshness_for(tool: str, sizes: Sizes, tmp: Path) -> dict[str, Any]:
             duration=(0.5, 3.0),
             failure_rate=0.1,
         )
-    with open_world(scenario, None, tmp / f"freshness-{tool}") as world:
+    with bench_world(scenario, None, tmp / f"freshness-{tool}") as world:
         proc, marker = _start(tool, world, sizes.fresh_poll_s)
         try:
             proc.wait_lines(marker, 1, 120)
@@ -397,7 +396,7 @@ def _one_backfill(kind: str, sizes: Sizes, tmp: Path) -> dict[str, Any]:
     for tool in ("ceiling", *TOOLS):
         clock = ManualClock(time.time())
         scenario, shape = _backfill_scenario(kind, sizes, clock)
-        with open_world(
+        with bench_world(
             scenario, clock, tmp / f"backfill-{kind}-{tool}", history_limit=10**7
         ) as world:
             expected = expected_keys(scenario)
@@ -408,7 +407,7 @@ def _one_backfill(kind: str, sizes: Sizes, tmp: Path) -> dict[str, Any]:
                 "spans": len(expected),
                 "steps_per_run": round(steps / shape["runs"], 2),
             }
-            env = bench_env(world)
+            env = world.env("grpc")
             if tool == "ceiling":
                 spans_file = tmp / f"spans-{kind}.jsonl"
                 spans_file.write_text("\n".join(_mapped_spans(scenario)) + "\n", encoding="utf-8")
@@ -662,8 +661,8 @@ def _seed_ledger(path: Path, scenario: Scenario) -> dict[str, int]:
 def _start(tool: str, world: World, interval: float, **env: str) -> tuple[Proc, str]:
     if tool == OTEL:
         extra = {"ORCHESTRA_POLL_INTERVAL": f"{interval:g}", **env}
-        return Proc(exporter_cmd("run"), bench_env(world, **extra)), "poll:"
-    return Proc(naive_cmd("run", "--interval", f"{interval:g}"), bench_env(world)), "naive poll"
+        return Proc(exporter_cmd("run"), world.env("grpc", **extra)), "poll:"
+    return Proc(naive_cmd("run", "--interval", f"{interval:g}"), world.env("grpc")), "naive poll"
 
 
 def _per_poll_cpu(proc: Proc, marker: str, warm: int, polls: int, timeout: float) -> dict[str, Any]:
@@ -698,7 +697,7 @@ def scenario_memory_idle(sizes: Sizes, tmp: Path) -> dict[str, Any]:
     # a. idle, no runs at all: RSS after a few polls, CPU per poll (poll interval 1 s);
     # b. background: poll interval 1 h, CPU over a quiet window after the first poll.
     empty = _idle_world(sizes.idle_workflows, 0, now)
-    with open_world(empty, None, tmp / "idle-empty") as world:
+    with bench_world(empty, None, tmp / "idle-empty") as world:
 
         def idle(tool: str) -> dict[str, Any]:
             proc, marker = _start(tool, world, 1.0)
@@ -744,7 +743,7 @@ def scenario_memory_idle(sizes: Sizes, tmp: Path) -> dict[str, Any]:
     #    confirm leave it), as after a restart (the catch-up peak is the backfill's RSS).
     #    Baseline: its in-memory set is filled by its first poll over the same history.
     history = _idle_world(sizes.idle_workflows, sizes.idle_history, now)
-    with open_world(history, None, tmp / "idle-history") as world:
+    with bench_world(history, None, tmp / "idle-history") as world:
 
         def idle_history(tool: str) -> dict[str, Any]:
             # orchestra-otel: those runs ended before its lookback, so it never exports
@@ -760,7 +759,7 @@ def scenario_memory_idle(sizes: Sizes, tmp: Path) -> dict[str, Any]:
 
         def tracked(tool: str) -> dict[str, Any]:
             scenario = _idle_world(sizes.mem_workflows, sizes.mem_history, now)
-            with open_world(scenario, None, tmp / f"memory-{tool}") as own:
+            with bench_world(scenario, None, tmp / f"memory-{tool}") as own:
                 expected = expected_keys(scenario)
                 seeded = None
                 if tool == OTEL:
@@ -916,8 +915,8 @@ def scenario_profiles(sizes: Sizes, tmp: Path) -> dict[str, Any]:
     # backfill, in-process with the real runtime (emulator and receiver in other threads)
     clock = ManualClock(time.time())
     scenario, shape = _backfill_scenario("fanout", replace(sizes, bf_steps=sizes.prof_steps), clock)
-    with open_world(scenario, clock, tmp / "profile-backfill", history_limit=10**7) as world:
-        with _otel_env(bench_env(world)) as env:
+    with bench_world(scenario, clock, tmp / "profile-backfill", history_limit=10**7) as world:
+        with _otel_env(world.env("grpc")) as env:
             settings = load_settings(environ=env)
             sink = _ProfilingSink(OtlpSink("grpc"))
             runtime = open_runtime(settings, sink, API_KEY, push_metrics=False)
@@ -958,8 +957,8 @@ def scenario_profiles(sizes: Sizes, tmp: Path) -> dict[str, Any]:
     for key, history in (("idle_poll", 0), ("idle_poll_history", sizes.idle_history)):
         idle = _idle_world(sizes.idle_workflows, history, now)
         with (
-            open_world(idle, None, tmp / f"profile-{key}") as world,
-            _otel_env(bench_env(world, ORCHESTRA_LOOKBACK="60")) as env,
+            bench_world(idle, None, tmp / f"profile-{key}") as world,
+            _otel_env(world.env("grpc", ORCHESTRA_LOOKBACK="60")) as env,
         ):
             runtime = open_runtime(
                 load_settings(environ=env), OtlpSink("grpc"), API_KEY, push_metrics=False

@@ -12,8 +12,9 @@ No Docker engine, no cluster and no systemd manager are needed:
 * the collector configs: parsed and checked component by component.
 
 Every validator is also fed a broken copy, to show that it fails on it.
-`bash .ci/install-deploy-tools .venv` installs the tools. A missing tool skips its tests,
-except when the environment variable CI is set: then they fail.
+The `[test]` extra installs the pip tools (`bash .ci/install-deploy-tools .venv` installs
+them into a given venv, plus systemd). A missing tool skips its tests, except when the
+environment variable CI is set: then they fail.
 """
 
 from __future__ import annotations
@@ -24,13 +25,8 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -42,6 +38,7 @@ import yaml
 from exporter.cli import EXIT_CONFIG, EXIT_STATE
 from exporter.config import KEYS, load_settings
 from exporter.discovery import owns_workflow
+from tests.support.daemon import Daemon, run_command, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -95,7 +92,7 @@ def venv_tool(name: str) -> str | None:
     return str(beside_python) if beside_python.is_file() else shutil.which(name)
 
 
-INSTALL_HINT = "bash .ci/install-deploy-tools .venv"
+INSTALL_HINT = "pip install -e '.[test]', or bash .ci/install-deploy-tools .venv"
 
 
 @pytest.fixture(scope="session")
@@ -147,36 +144,12 @@ def run(
     cwd: Path | None = None,
     timeout: float = TOOL_TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(a) for a in argv],
-        env=None if env is None else dict(env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_command([str(a) for a in argv], env, cwd=cwd, timeout=timeout)
 
 
 def orchestra_otel_argv() -> list[str]:
     script = venv_tool("orchestra-otel")
     return [script] if script else [sys.executable, "-m", "exporter"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http_status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
 
 
 def yaml_documents(path: Path) -> list[dict[str, Any]]:
@@ -384,9 +357,7 @@ def test_healthchecks_and_sigterm_against_the_real_daemon(
     healthcheck fails."""
     model = compose_model(compose_bin, COMPOSE_FILES[0], tmp_path, "demo")
     exporter = model["services"][EXPORTER_SERVICE]
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    argv = [a.replace("0.0.0.0:9464", address) for a in exporter["command"]]
+    argv = [a.replace("0.0.0.0:9464", "127.0.0.1:0") for a in exporter["command"]]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRA_", "OTEL_"))}
     env.update(
         {
@@ -396,40 +367,25 @@ def test_healthchecks_and_sigterm_against_the_real_daemon(
         }
     )
     image_check = dockerfile_healthcheck(dockerfile_parser(path=str(DOCKERFILE)))
-    compose_check = [
-        sys.executable if a == "python" else a.replace("127.0.0.1:9464", address)
-        for a in exporter["healthcheck"]["test"][1:]
-    ]
 
-    log = (tmp_path / "daemon.log").open("w")
-    daemon = subprocess.Popen(
-        [*orchestra_otel_argv(), *argv], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while http_status(f"http://{address}/healthz") != 200:
-            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()
-            assert time.monotonic() < deadline, "no /healthz within 60 s"
-            time.sleep(0.2)
+    with Daemon([*orchestra_otel_argv(), *argv], env) as daemon:
+        address = daemon.http_base.removeprefix("http://")  # the port the OS gave it
+        port = address.rsplit(":", 1)[1]
+        compose_check = [
+            sys.executable if a == "python" else a.replace("127.0.0.1:9464", address)
+            for a in exporter["healthcheck"]["test"][1:]
+        ]
+        wait_for(daemon.http_up, 60, lambda: f"no /healthz within 60 s:\n{daemon.tail()}")
 
         image_env = {**os.environ, "ORCHESTRA_HTTP_ADDR": f"0.0.0.0:{port}"}
         assert run(image_check, env=image_env, timeout=10).returncode == 0
         assert run(compose_check, timeout=10).returncode == 0
-        while http_status(f"http://{address}/readyz") != 200:
-            assert time.monotonic() < deadline, "not ready within 60 s"
-            time.sleep(0.2)
+        wait_for(daemon.ready, 60, "not ready within 60 s")
 
-        started = time.monotonic()
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
-        assert time.monotonic() - started < 25
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-        log.close()
-    output = (tmp_path / "daemon.log").read_text()
-    assert "trace " in output  # the demo exported runs
+        code, took = daemon.terminate(timeout=30)
+        assert code == 0, daemon.tail()
+        assert took < 25
+    assert "trace " in daemon.stdout  # the demo exported runs
     assert run(image_check, env=image_env, timeout=10).returncode != 0
     assert run(compose_check, timeout=10).returncode != 0
 

@@ -26,18 +26,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import closing, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BINARY = REPO / ".ci" / "phoenix-venv" / "bin" / "phoenix"
@@ -57,13 +58,6 @@ def phoenix_binary() -> Path:
 
 def phoenix_installed(binary: Path) -> bool:
     return binary.is_file() and os.access(binary, os.X_OK)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

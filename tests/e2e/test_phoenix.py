@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 
 from exporter.emulator import Emulator, ManualClock, Scenario
-from exporter.emulator.demo import JOKE_TO_SLACK_ID, SUPPORT_TRIAGE_ID, demo_workflows
+from exporter.emulator.demo import JOKE_TO_SLACK_ID, SUPPORT_TRIAGE_ID
 from tests.e2e.phoenix import (
     REPO,
     Phoenix,
@@ -36,8 +35,11 @@ from tests.e2e.phoenix import (
     phoenix_installed,
     running_phoenix,
 )
+from tests.support.daemon import orchestra_otel, run_command
+from tests.support.world import daemon_env, demo_scenario
 
-pytestmark = pytest.mark.e2e
+# One Phoenix server (a minute to start) serves the whole module: keep it on one worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("phoenix")]
 
 API_KEY = "e2e-key-5b1d0c"
 FAILED_STATUSES = {"failed", "error", "timeout"}
@@ -73,32 +75,16 @@ class World:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRA_", "OTEL_"))}
-        env.update(
-            {
-                "ORCHESTRA_BASE_URL": self.emulator.base_url,
-                "ORCHESTRA_API_KEY": API_KEY,
-                "ORCHESTRA_STATE_PATH": str(self.state_path),
-                "ORCHESTRA_HTTP_ADDR": "off",
-                "ORCHESTRA_EXPORT_BATCH_SIZE": "256",
-                "OTEL_EXPORTER_OTLP_TIMEOUT": "10",
-                "PYTHONPATH": str(REPO),
-            }
-        )
-        env.update(self.phoenix.otlp_env(self.project))
-        env.update(self.extra_env)
-        return env
+        settings = {
+            "ORCHESTRA_EXPORT_BATCH_SIZE": "256",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "10",
+            **self.phoenix.otlp_env(self.project),
+            **self.extra_env,
+        }
+        return daemon_env(self.emulator.base_url, self.state_path, api_key=API_KEY, **settings)
 
     def once(self) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "exporter", "once"],
-            env=self.env(),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = run_command(orchestra_otel("once"), self.env(), timeout=120, cwd=REPO)
         assert result.returncode == 0, result.stderr
         return result
 
@@ -129,12 +115,8 @@ def make_world(phoenix: Phoenix, tmp_path: Path) -> Iterator[Any]:
         # Trace ids are unique across Phoenix's projects: a distinct seed per test gives
         # distinct run ids, so one test's traces never land in another's project.
         clock = ManualClock(time.time())
-        scenario = Scenario(demo_workflows(clock()), clock=clock, seed=seed)
-        for index, workflow_id in enumerate(scenario.workflow_ids()):
-            # Finished runs of every workflow; one of each fails where its node says.
-            scenario.add_history(
-                workflow_id, 3, every=30.0, duration=(1.0, 5.0), fail_runs=(index % 3,)
-            )
+        # Finished runs of every workflow; one of each fails where its node says.
+        scenario = demo_scenario(clock, history=3, seed=seed)
         emulator = Emulator(scenario, api_key=API_KEY)
         emulator.start()
         emulators.append(emulator)

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.emulator import Emulator, ManualClock, Scenario
+from exporter.emulator import ManualClock, Scenario
 from exporter.emulator.demo import demo_workflows
 from exporter.mapping.timeparse import parse_timestamp_ns
-from tests.integration.harness import API_KEY, World
-from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.world import open_world
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +23,8 @@ def test_backfill_pages_the_history_and_resumes(tmp_path: Path) -> None:
     # 250 runs a minute apart: more than two pages of history.
     scenario.add_history(joke, 250, every=60.0, duration=(1.0, 5.0), failure_rate=0.1)
     scenario.add_history(hello, 20, every=60.0, duration=(0.5, 1.0))
-    with Emulator(scenario, api_key=API_KEY, history_limit=1000) as emulator, OtlpReceiver() as rx:
-        world = World(scenario, clock, emulator, rx, tmp_path / "ledger.db")
+    with open_world(scenario, tmp_path, clock=clock, history_limit=1000) as world:
+        emulator, rx = world.emulator, world.receiver
         # Window: the last 3 hours of the joke workflow only (180 runs of its 250). An
         # absolute time: the emulator's clock stands still while the real one moves on.
         # Half a spacing off the minute grid, so no run starts right at the boundary.
@@ -56,8 +55,7 @@ def test_backfill_pages_the_history_and_resumes(tmp_path: Path) -> None:
 def test_backfill_rejects_a_bad_window(tmp_path: Path) -> None:
     clock = ManualClock(time.time())
     scenario = Scenario(demo_workflows(clock()), clock=clock)
-    with Emulator(scenario, api_key=API_KEY) as emulator, OtlpReceiver() as rx:
-        world = World(scenario, clock, emulator, rx, tmp_path / "ledger.db")
+    with open_world(scenario, tmp_path, clock=clock) as world:
         result = world.cli("backfill", "--since", "yesterday-ish")
         assert result.returncode == 2
         assert "--since" in result.stderr

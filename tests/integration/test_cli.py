@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import API_KEY, World, make_world, stop_daemon, wait_until
+from tests.support.daemon import wait_for
+from tests.support.ledger import LedgerView
 from tests.support.otlp_receiver import ReceivedSpan
+from tests.support.world import API_KEY, World
 
 pytestmark = pytest.mark.integration
 
 PROTOCOLS = ["grpc", "http/protobuf"]
 STATUS_ERROR = 2  # OTLP Status.STATUS_CODE_ERROR
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    yield from make_world(tmp_path)
 
 
 def roots(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
@@ -69,10 +64,7 @@ def test_receiver_down_then_up_loses_nothing(world: World) -> None:
     assert down.returncode == 1, down.stderr
     assert "not confirmed" in down.stderr
     # Nothing was acknowledged: every span waits in the ledger's spool.
-    with sqlite3.connect(world.state_path) as db:
-        assert db.execute("SELECT count(*) FROM spool").fetchone()[0] == (
-            world.expected_span_count()
-        )
+    assert LedgerView(world.state_path).spool_count() == world.expected_span_count()
     world.receiver.start()
     world.emulator.reset_stats()
     up = world.cli("once", protocol="http/protobuf")
@@ -81,8 +73,7 @@ def test_receiver_down_then_up_loses_nothing(world: World) -> None:
     assert world.receiver.duplicate_count() == 0
     # The spool, not the API, supplied them: no run was fetched a second time.
     assert world.requests().get("steps", 0) == 0
-    with sqlite3.connect(world.state_path) as db:
-        assert db.execute("SELECT count(*) FROM spool").fetchone()[0] == 0
+    assert LedgerView(world.state_path).spool_count() == 0
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -91,29 +82,26 @@ def test_daemon_exports_runs_that_finish_while_it_runs(world: World, protocol: s
     baseline = world.receiver.span_count()
     workflow_id = world.scenario.workflow_ids()[1]  # joke-to-slack: model -> slack
     run_id = world.scenario.add_run(workflow_id, step_durations={"model": 2.0})
-    daemon = world.daemon(protocol=protocol, ORCHESTRA_POLL_INTERVAL="0.5")
-    try:
+    with world.daemon(protocol=protocol, ORCHESTRA_POLL_INTERVAL="0.5") as daemon:
         world.clock.advance(1.0)  # the model step is running: nothing to export yet
-        time.sleep(1.5)
+        wait_for(lambda: daemon.polls() >= 2, 30, "the daemon did not poll the running step")
         world.clock.advance(1.5)  # model done, slack running: the model span goes out
         trace_id = run_id.replace("-", "")
-        wait_until(
+        wait_for(
             lambda: any(s.name == "model" for s in world.receiver.traces().get(trace_id, [])),
             15,
             "the finished model step of a run still in flight was not exported",
         )
         assert not roots(world.receiver.traces()[trace_id]), "root sent before the run ended"
         world.clock.advance(30)  # the run ends
-        wait_until(
+        wait_for(
             lambda: len(roots(world.receiver.traces().get(trace_id, []))) == 1,
             15,
             "the root span did not follow the run's end",
         )
-    finally:
-        started = time.monotonic()
-        code, stderr = stop_daemon(daemon)
-    assert code == 0, stderr
-    assert time.monotonic() - started < 25, "SIGTERM took too long"
+        code, took = daemon.terminate(timeout=30)
+    assert code == 0, daemon.stderr
+    assert took < 25, "SIGTERM took too long"
     trace = world.receiver.traces()[trace_id]
     assert sorted(s.name for s in trace) == sorted(["joke-to-slack", "model", "slack_integration"])
     assert world.receiver.span_count() == baseline + 3

@@ -2,65 +2,16 @@
 
 from __future__ import annotations
 
-import re
-import signal
-import socket
-import sqlite3
-import subprocess
-import urllib.error
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import World, make_world, stop_daemon, wait_until
+from tests.support.daemon import Daemon, wait_for
+from tests.support.ledger import LedgerView
+from tests.support.metrics import OPENMETRICS, PROMETHEUS_TEXT, Scrape, parse
+from tests.support.world import API_KEY, World
 
 pytestmark = pytest.mark.integration
-
-OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)")
-LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    yield from make_world(tmp_path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def scrape(port: int, accept: str = OPENMETRICS) -> str:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return str(response.read().decode())
-
-
-def samples(text: str, name: str) -> list[tuple[dict[str, str], float, str]]:
-    """(labels, value, the exemplar part after '#') of every sample called `name`."""
-    found = []
-    for line in text.splitlines():
-        match = SAMPLE.match(line)
-        if match and match["name"] == name:
-            labels = dict(LABEL.findall(match["labels"] or ""))
-            exemplar = line.split(" # ", 1)[1] if " # " in line else ""
-            found.append((labels, float(match["value"]), exemplar))
-    return found
-
-
-def readyz(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except urllib.error.URLError:
-        return 0, "not listening yet"
 
 
 def served_step_outcomes(world: World) -> Counter[tuple[str, str]]:
@@ -79,79 +30,67 @@ def served_step_outcomes(world: World) -> Counter[tuple[str, str]]:
     return counts
 
 
-def scraped_step_outcomes(text: str) -> Counter[tuple[str, str]]:
+def scraped_step_outcomes(scrape: Scrape) -> Counter[tuple[str, str]]:
     counts: Counter[tuple[str, str]] = Counter()
-    for labels, value, _ in samples(text, "orchestra_steps_total"):
-        counts[(labels["node"], labels["outcome"])] += int(value)
+    for sample in scrape.samples("orchestra_steps_total"):
+        counts[(sample.labels["node"], sample.labels["outcome"])] += int(sample.value)
     return counts
 
 
-def start(world: World, port: int, **extra: str) -> subprocess.Popen[str]:
-    return world.daemon(
-        ORCHESTRA_HTTP_ADDR=f"127.0.0.1:{port}", ORCHESTRA_POLL_INTERVAL="0.5", **extra
-    )
+def openmetrics(daemon: Daemon) -> Scrape:
+    return daemon.metrics(accept=OPENMETRICS)
+
+
+def all_exported(world: World) -> bool:
+    return world.receiver.span_count() >= world.expected_span_count()
 
 
 def test_counts_match_what_the_api_served_even_after_a_kill(world: World) -> None:
-    port = free_port()
     expected = served_step_outcomes(world)
     assert any(outcome == "failed" for _, outcome in expected), "the scenario must fail somewhere"
-    daemon = start(world, port)
-    try:
-        wait_until(lambda: world.receiver.span_count() >= world.expected_span_count(), 20, "export")
-        wait_until(lambda: scraped_step_outcomes(scrape(port)) == expected, 10, "step counts")
-        runs = samples(scrape(port), "orchestra_runs_total")
-        assert sum(value for _, value, _ in runs) == len(world.finished_runs())
-    finally:
-        daemon.send_signal(signal.SIGKILL)
-        daemon.wait(timeout=10)
+    with world.daemon() as daemon:
+        wait_for(lambda: all_exported(world), 20, "export")
+        wait_for(lambda: scraped_step_outcomes(openmetrics(daemon)) == expected, 10, "step counts")
+        runs = openmetrics(daemon).value("orchestra_runs_total")
+        assert runs == len(world.finished_runs())
+        daemon.kill()
     # More runs finish while it is down; the restarted daemon counts them, and only them.
     workflow_id = world.scenario.workflow_ids()[1]
     world.scenario.add_run(workflow_id, start_at=world.clock() - 20, fail_node="slack_integration")
     expected = served_step_outcomes(world)
-    restarted = start(world, port)
-    try:
-        wait_until(lambda: world.receiver.span_count() >= world.expected_span_count(), 20, "export")
-        wait_until(lambda: scraped_step_outcomes(scrape(port)) == expected, 10, "recount")
-        assert scraped_step_outcomes(scrape(port)) == expected, "counted twice after restart"
-    finally:
-        code, stderr = stop_daemon(restarted)
-    assert code == 0, stderr
+    with world.daemon() as restarted:
+        wait_for(lambda: all_exported(world), 20, "export")
+        wait_for(lambda: scraped_step_outcomes(openmetrics(restarted)) == expected, 10, "recount")
+        assert scraped_step_outcomes(openmetrics(restarted)) == expected, "counted twice"
+        code = restarted.stop()
+    assert code == 0, restarted.stderr
 
 
 def test_failure_exemplar_points_at_a_failed_run(world: World) -> None:
-    port = free_port()
-    daemon = start(world, port)
-    try:
-        wait_until(lambda: world.receiver.span_count() >= world.expected_span_count(), 20, "export")
-        text = scrape(port)
-    finally:
-        code, stderr = stop_daemon(daemon)
-    assert code == 0, stderr
+    with world.daemon() as daemon:
+        wait_for(lambda: all_exported(world), 20, "export")
+        scrape = openmetrics(daemon)
+        code = daemon.stop()
+    assert code == 0, daemon.stderr
     # Nodes that never failed show failed=0 (created at discovery), with no run to point at.
-    failed = [
-        s for s in samples(text, "orchestra_steps_total") if s[0]["outcome"] == "failed" and s[1]
-    ]
+    failed = [s for s in scrape.samples("orchestra_steps_total", outcome="failed") if s.value]
     assert failed
     failed_traces = {span.trace_id for span in world.receiver.spans() if span.status_code == 2}
-    for labels, _, exemplar in failed:
-        match = re.search(r'trace_id="([0-9a-f]{32})"', exemplar)
-        assert match, f"no exemplar on {labels}"
-        assert match.group(1) in failed_traces
+    for sample in failed:
+        assert sample.exemplar is not None, f"no exemplar on {sample.labels}"
+        assert sample.exemplar.labels["trace_id"] in failed_traces
     # Duration histograms carry exemplars too; plain Prometheus text has none.
-    assert any(e for _, _, e in samples(text, "orchestra_step_duration_seconds_bucket"))
+    assert any(s.exemplar for s in scrape.samples("orchestra_step_duration_seconds_bucket"))
     assert " # {" not in scrape_after_restart_free(world)
 
 
 def scrape_after_restart_free(world: World) -> str:
     """The classic text format from a fresh daemon (no exemplars in that format)."""
-    port = free_port()
-    daemon = start(world, port)
-    try:
-        wait_until(lambda: readyz(port)[0] == 200, 15, "ready")
-        return scrape(port, accept="text/plain")
-    finally:
-        stop_daemon(daemon)
+    with world.daemon() as daemon:
+        wait_for(daemon.ready, 15, "ready")
+        text = daemon.scrape(accept=PROMETHEUS_TEXT)
+        daemon.stop()
+    return text
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -189,26 +128,26 @@ def test_metrics_arrive_over_otlp(world: World, protocol: str) -> None:
 
 
 def test_readyz_turns_unready_when_api_or_backend_is_down(world: World) -> None:
-    port = free_port()
-    daemon = start(world, port, OTEL_EXPORTER_OTLP_TIMEOUT="1")
-    try:
-        wait_until(lambda: readyz(port)[0] == 200, 15, "ready at first")
+    with world.daemon(OTEL_EXPORTER_OTLP_TIMEOUT="1") as daemon:
+
+        def readyz() -> tuple[int, str]:
+            return daemon.get("/readyz")
+
+        wait_for(lambda: daemon.http_up() and readyz()[0] == 200, 15, "ready at first")
         world.emulator.api_key = "rotated-elsewhere"
-        wait_until(lambda: readyz(port)[0] == 503, 15, "unready when the key is rejected")
-        assert "rejects the API key" in readyz(port)[1]
-        world.emulator.api_key = "test-key-9f3a7c"
-        wait_until(lambda: readyz(port)[0] == 200, 15, "ready again")
+        wait_for(lambda: readyz()[0] == 503, 15, "unready when the key is rejected")
+        assert "rejects the API key" in readyz()[1]
+        world.emulator.api_key = API_KEY
+        wait_for(lambda: readyz()[0] == 200, 15, "ready again")
         world.receiver.stop()
         world.scenario.add_run(world.scenario.workflow_ids()[0], start_at=world.clock() - 30)
-        wait_until(lambda: readyz(port)[0] == 503, 20, "unready when exports fail")
-        assert "export is failing" in readyz(port)[1]
+        wait_for(lambda: readyz()[0] == 503, 20, "unready when exports fail")
+        assert "export is failing" in readyz()[1]
         world.receiver.start()
-        wait_until(lambda: readyz(port)[0] == 200, 90, "ready after the backend returns")
-    finally:
-        code, stderr = stop_daemon(daemon)
-    assert code == 0, stderr
-    with sqlite3.connect(world.state_path) as db:
-        assert db.execute("SELECT count(*) FROM spool").fetchone()[0] == 0
+        wait_for(lambda: readyz()[0] == 200, 90, "ready after the backend returns")
+        code = daemon.stop()
+    assert code == 0, daemon.stderr
+    assert LedgerView(world.state_path).spool_count() == 0
 
 
 def test_the_reference_list_of_the_rules_and_dashboard_matches_a_real_scrape(
@@ -218,33 +157,23 @@ def test_the_reference_list_of_the_rules_and_dashboard_matches_a_real_scrape(
     must be exactly what the daemon really serves, names and labels."""
     from tests.deploy.metric_names import METRICS, family_of
 
-    port = free_port()
-    daemon = start(world, port)
-    try:
-        wait_until(lambda: world.receiver.span_count() >= world.expected_span_count(), 20, "export")
-        text = scrape(port, accept="text/plain")
-    finally:
-        stop_daemon(daemon)
+    with world.daemon() as daemon:
+        wait_for(lambda: all_exported(world), 20, "export")
+        text = daemon.scrape(accept=PROMETHEUS_TEXT)
+        daemon.stop()
     served: dict[str, set[str]] = {}
-    for line in text.splitlines():
+    for metric in parse(text).families:
         # Families with no sample yet (e.g. no export failed) still declare their type.
-        declared = re.match(r"^# TYPE (\S+) (counter|gauge|histogram)$", line)
-        if declared:
-            name = declared[1]
-            if declared[2] == "counter" and not name.endswith("_total"):
-                name += "_total"
-            family = family_of(name)
-            assert family is not None, f"served but not in the reference list: {name}"
-            served.setdefault(family.name, set())
-            continue
-        match = SAMPLE.match(line)
-        if match is None:
-            continue
-        family = family_of(match["name"])
-        assert family is not None, f"served but not in the reference list: {match['name']}"
-        served.setdefault(family.name, set()).update(
-            name for name, _ in LABEL.findall(match["labels"] or "") if name != "le"
-        )
+        name = metric.name + ("_total" if metric.type == "counter" else "")
+        family = family_of(name)
+        assert family is not None, f"served but not in the reference list: {name}"
+        served.setdefault(family.name, set())
+        for sample in metric.samples:
+            of_sample = family_of(sample.name)
+            assert of_sample is not None, f"served but not in the reference list: {sample.name}"
+            served.setdefault(of_sample.name, set()).update(
+                label for label in sample.labels if label != "le"
+            )
     assert set(served) == set(METRICS), "reference list and scrape differ"
     for name, labels in served.items():
         assert labels <= METRICS[name].labels, f"{name}: labels {labels - METRICS[name].labels}"

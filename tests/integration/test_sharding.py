@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from exporter.discovery import owns_workflow
-from exporter.emulator import Emulator, ManualClock, Scenario
+from exporter.emulator import ManualClock, Scenario
 from exporter.emulator.demo import demo_workflows
-from tests.integration.harness import API_KEY, World
-from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.world import open_world
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +36,8 @@ def test_three_shards_export_every_run_exactly_once(tmp_path: Path) -> None:
     }
     assert all(len(shards) == 1 for shards in owners.values())
     assert {shards[0] for shards in owners.values()} == {0, 1, 2}, "a shard owns nothing"
-    with Emulator(scenario, api_key=API_KEY) as emulator, OtlpReceiver() as receiver:
-        world = World(scenario, clock, emulator, receiver, tmp_path / "unused.db")
+    with open_world(scenario, tmp_path, clock=clock) as world:
+        emulator, receiver = world.emulator, world.receiver
         for shard in range(3):
             emulator.reset_stats()
             result = world.cli(

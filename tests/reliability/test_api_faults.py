@@ -15,7 +15,6 @@ import secrets
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,7 @@ from typing import Any
 import pytest
 
 from exporter.emulator import FaultRule
-from tests.integration.harness import API_KEY, World, make_world, wait_until
-from tests.reliability.faults_harness import (
+from tests.support.api_log import (
     MAX_ATTEMPTS,
     Arrival,
     arrivals,
@@ -32,20 +30,18 @@ from tests.reliability.faults_harness import (
     control,
     describe,
     gaps,
-    start_daemon,
 )
+from tests.support.daemon import wait_for
+from tests.support.world import API_KEY, World, demo_world
 
 pytestmark = pytest.mark.integration
 
-API_TIMEOUT = 1.0  # ORCHESTRA_API_TIMEOUT for the runs that inject delays
+# ORCHESTRA_API_TIMEOUT for the runs that inject delays: long enough that a healthy answer
+# from an emulator on a machine busy with other tests never times out too.
+API_TIMEOUT = 2.0
 SLACK = 0.75  # scheduling noise allowed on top of a backoff's longest wait (2 busy cores)
 PARALLEL_SLACK = 2.0  # the same while several cases run side by side
 PARALLEL_CASES = 6
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    yield from make_world(tmp_path)
 
 
 def run_ids(world: World, workflow_id: str) -> list[str]:
@@ -69,6 +65,14 @@ def assert_everything_exported(world: World) -> None:
     assert world.receiver.duplicate_count() == 0
 
 
+def broken_urls(world: World) -> tuple[str, str, str]:
+    """What the fault tests break: (the run history of the first workflow, the first run
+    of the second workflow, that run's steps), as paths to match requests with."""
+    workflows = world.scenario.workflow_ids()
+    steps_run = run_ids(world, workflows[1])[0]
+    return f"/workflows/{workflows[0]}/runs?", steps_run, f"/runs/{steps_run}/steps"
+
+
 def path_counts(world: World) -> Counter[str]:
     return Counter(item.path for item in arrivals(world.emulator))
 
@@ -86,7 +90,7 @@ FAULTS: dict[str, dict[str, Any]] = {
         "retry_after": 1,
         "retry_after_format": "date",
     },
-    "timeout": {"action": "delay", "delay": 3.0},
+    "timeout": {"action": "delay", "delay": 5.0},
     "connection-reset": {"action": "reset"},
     "truncated-body": {"action": "truncate"},
     "html-200": {"action": "html"},
@@ -115,11 +119,7 @@ def check_transient_fault(name: str, world: World) -> None:
     fault = FAULTS[name]
     rate_limited = fault["action"] == "rate_limit"
     times = 1 if rate_limited else 2
-    workflows = world.scenario.workflow_ids()
-    history_wf, steps_wf = workflows[0], workflows[1]
-    steps_run = run_ids(world, steps_wf)[0]
-    history_path = f"/workflows/{history_wf}/runs?"
-    steps_path = f"/runs/{steps_run}/steps"
+    history_path, _, steps_path = broken_urls(world)
     faults = world.emulator.faults
     faults.add(FaultRule(kind="list_workflows", times=1, **fault))
     faults.add(FaultRule(kind="list_runs", times=times, path_contains=history_path, **fault))
@@ -173,15 +173,9 @@ def test_once_recovers_from_every_kind_of_transient_fault(tmp_path: Path) -> Non
     """
 
     def case(name: str) -> None:
-        worlds = make_world(tmp_path / name)
-        world = next(worlds)
-        try:
+        with demo_world(tmp_path / name) as world:
             check_transient_fault(name, world)
-        finally:
-            worlds.close()
 
-    for name in FAULTS:
-        (tmp_path / name).mkdir()
     with ThreadPoolExecutor(max_workers=PARALLEL_CASES) as pool:
         futures = {name: pool.submit(case, name) for name in FAULTS}
         problems = {}
@@ -354,10 +348,7 @@ def test_daemon_stays_up_and_polite_through_an_outage_then_exports_everything(
     steps call fail until cleared. Per poll, no URL is asked more than MAX_ATTEMPTS
     times; the healthy workflows are exported meanwhile; clearing brings the rest."""
     workflows = world.scenario.workflow_ids()
-    history_wf, steps_wf = workflows[0], workflows[1]
-    steps_run = run_ids(world, steps_wf)[0]
-    history_path = f"/workflows/{history_wf}/runs?"
-    steps_path = f"/runs/{steps_run}/steps"
+    history_path, steps_run, steps_path = broken_urls(world)
     faults = world.emulator.faults
     faults.add(FaultRule(action="status", kind="list_workflows", status=503, times=2 * 4))
     faults.add(
@@ -369,9 +360,9 @@ def test_daemon_stays_up_and_polite_through_an_outage_then_exports_everything(
     healthy = [
         run_id for wid in workflows[1:] for run_id in run_ids(world, wid) if run_id != steps_run
     ]
-    with start_daemon(world, ORCHESTRA_POLL_INTERVAL="0.5") as daemon:
+    with world.daemon(ORCHESTRA_POLL_INTERVAL="0.5") as daemon:
         world.receiver.wait_for_spans(spans_of_runs(world, healthy), timeout=30)
-        wait_until(lambda: daemon.polls() >= 4, 30, "the daemon stopped polling")
+        wait_for(lambda: daemon.polls() >= 4, 30, "the daemon stopped polling")
         assert daemon.alive
         assert daemon.get("/healthz")[0] == 200
         status, body = daemon.readyz()
@@ -401,10 +392,10 @@ def test_daemon_stays_up_and_polite_through_an_outage_then_exports_everything(
 
         control(world.emulator, "DELETE", "faults")
         assert_everything_exported(world)
-        wait_until(lambda: daemon.readyz()[0] == 200, 15, "/readyz did not recover")
+        wait_for(lambda: daemon.readyz()[0] == 200, 15, "/readyz did not recover")
         # Exported runs are not fetched again once the API is healthy.
         settled = Counter(a.path for a in arrivals(world.emulator, kind="steps"))
-        wait_until(lambda: daemon.polls() >= polls + 2, 15, "the daemon stopped polling")
+        wait_for(lambda: daemon.polls() >= polls + 2, 15, "the daemon stopped polling")
         assert Counter(a.path for a in arrivals(world.emulator, kind="steps")) == settled
         code = daemon.stop()
     assert code == 0, daemon.stderr
@@ -430,8 +421,8 @@ def test_daemon_with_a_rejected_key_says_so_once_and_recovers(
     else:
         world.emulator.faults.add(FaultRule(action="status", status=403, times=None))
 
-    with start_daemon(world, **extra) as daemon:
-        wait_until(lambda: daemon.polls() >= 4, 20, "the daemon did not keep polling")
+    with world.daemon(**extra) as daemon:
+        wait_for(lambda: daemon.polls() >= 4, 20, "the daemon did not keep polling")
         assert daemon.alive
         assert daemon.stderr.count(REJECTED) == 1, daemon.stderr
         status, body = daemon.readyz()
@@ -454,7 +445,7 @@ def test_daemon_with_a_rejected_key_says_so_once_and_recovers(
             control(world.emulator, "DELETE", "faults")
 
         assert_everything_exported(world)
-        wait_until(lambda: daemon.readyz()[0] == 200, 15, "/readyz stayed 503 after the fix")
+        wait_for(lambda: daemon.readyz()[0] == 200, 15, "/readyz stayed 503 after the fix")
         assert daemon.metric("orchestra_otel_api_auth_failing") == 0
         assert daemon.alive
         code = daemon.stop()
@@ -469,8 +460,8 @@ def test_daemon_honours_a_retry_after_longer_than_its_poll_interval(world: World
     request arrives before each pause has passed."""
     pause = 2.0
     world.emulator.faults.add(FaultRule(action="rate_limit", retry_after=pause, times=None))
-    with start_daemon(world, ORCHESTRA_POLL_INTERVAL="0.5") as daemon:
-        wait_until(lambda: len(arrivals(world.emulator)) >= 3, 20, "the daemon stopped asking")
+    with world.daemon(ORCHESTRA_POLL_INTERVAL="0.5") as daemon:
+        wait_for(lambda: len(arrivals(world.emulator)) >= 3, 20, "the daemon stopped asking")
         log = arrivals(world.emulator)
         assert {a.status for a in log} == {429}, describe(log)
         for gap in gaps(log):

@@ -17,21 +17,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.integration.harness import World
-from tests.reliability.harness import (
-    DaemonProcess,
-    LedgerView,
-    delivery,
-    expected_spans,
-    make_reliability_world,
-    wait_for,
-)
+from tests.support.daemon import Daemon, wait_for
+from tests.support.delivery import delivery, expected_identities, identities
+from tests.support.ledger import LedgerView
 from tests.support.otlp_receiver import ReceivedSpan
+from tests.support.world import World, demo_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,7 +44,13 @@ STEPS_COUNTED = "orchestra_steps_total"
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    yield from make_reliability_world(tmp_path)
+    with demo_world(tmp_path, history=2, seed=11) as made:
+        yield made
+
+
+def start(world: World, protocol: str = "grpc", **env: str) -> Daemon:
+    """The daemon as every test here runs it: polls every 0.5 s, OTLP timeout 2 s."""
+    return world.daemon(protocol=protocol, **{"OTEL_EXPORTER_OTLP_TIMEOUT": "2", **env})
 
 
 class RunFeeder:
@@ -99,23 +100,6 @@ class RunFeeder:
         self._thread.join(timeout=5)
 
 
-def span_identity(trace_id: str, parent: str, attributes: dict[str, Any]) -> tuple[str, str]:
-    """(trace id, step id), or (trace id, "root"): what the span stands for."""
-    return (trace_id, str(attributes.get("orchestra.step.id")) if parent else "root")
-
-
-def received_identities(spans: list[ReceivedSpan]) -> set[tuple[str, str]]:
-    return {span_identity(s.trace_id, s.parent_span_id, s.attributes) for s in spans}
-
-
-def expected_identities(world: World) -> set[tuple[str, str]]:
-    return {
-        (trace_id, step_id)
-        for trace_id, steps in expected_spans(world).items()
-        for step_id in (*steps, "root")
-    }
-
-
 def copies_differ(spans: list[ReceivedSpan]) -> list[tuple[str, str]]:
     """Keys whose copies are not the same span (re-exports must be identical)."""
 
@@ -145,13 +129,13 @@ def copies_differ(spans: list[ReceivedSpan]) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- kill aims
 
 
-def kill_soon_after_start(daemon: DaemonProcess, world: World, rng: random.Random) -> str:
+def kill_soon_after_start(daemon: Daemon, world: World, rng: random.Random) -> str:
     """Anywhere from before the imports are done to the first polls."""
     time.sleep(rng.uniform(0.0, 2.0))
     return "startup, before HTTP was up" if not daemon.http_up() else "startup, running"
 
 
-def kill_during_export(daemon: DaemonProcess, world: World, rng: random.Random) -> str:
+def kill_during_export(daemon: Daemon, world: World, rng: random.Random) -> str:
     """While the (slowed) receiver holds an export request of this daemon.
 
     After the kill, the held request is either completed (the spans arrived, but the
@@ -168,14 +152,14 @@ def kill_during_export(daemon: DaemonProcess, world: World, rng: random.Random) 
     attempts = world.receiver.attempt_count()
     deadline = time.monotonic() + 10
     while world.receiver.attempt_count() <= attempts:
-        if time.monotonic() > deadline or not daemon.alive():
+        if time.monotonic() > deadline or not daemon.alive:
             return "export aimed, none in flight"
         time.sleep(0.005)
     time.sleep(rng.uniform(0.0, EXPORT_DELAY_S * 0.8))
     return "export in flight"
 
 
-def kill_during_ledger_write(daemon: DaemonProcess, world: World, rng: random.Random) -> str:
+def kill_during_ledger_write(daemon: Daemon, world: World, rng: random.Random) -> str:
     """When another connection cannot take the ledger's write lock: a write is under way.
 
     The probe takes the lock itself for a few microseconds when it is free (and releases
@@ -205,14 +189,15 @@ def settled(world: World, dropped: int) -> Callable[[], bool]:
     return lambda: world.receiver.attempt_count() - world.receiver.request_count() == dropped
 
 
-KILL_AIMS: dict[str, Callable[[DaemonProcess, World, random.Random], str]] = {
+KILL_AIMS: dict[str, Callable[[Daemon, World, random.Random], str]] = {
     "startup": kill_soon_after_start,
     "export": kill_during_export,
     "write": kill_during_ledger_write,
 }
 
 
-def test_sigkill_at_random_moments_loses_nothing(world: World, tmp_path: Path) -> None:
+@pytest.mark.slow(seconds=60)
+def test_sigkill_at_random_moments_loses_nothing(world: World) -> None:
     rng = random.Random(SEED)
     plan = [kind for kind in KILL_AIMS for _ in range(KILLS_PER_KIND)]
     rng.shuffle(plan)
@@ -221,15 +206,14 @@ def test_sigkill_at_random_moments_loses_nothing(world: World, tmp_path: Path) -
     at_risk = 0
     dropped = 0  # export requests the receiver got but dropped (never stored)
     ledger = LedgerView(world.state_path)
-    log_path = tmp_path / "daemon.log"
     started = time.monotonic()
     with RunFeeder(world) as feeder:
         for kind in plan:
             world.receiver.set_delay(EXPORT_DELAY_S if kind == "export" else 0.0)
-            daemon = DaemonProcess(world, log_path, "grpc")
+            daemon = start(world)
             try:
                 where = KILL_AIMS[kind](daemon, world, rng)
-                assert daemon.alive(), f"the daemon died by itself:\n{daemon.log()[-3000:]}"
+                assert daemon.alive, f"the daemon died by itself:\n{daemon.tail()}"
             finally:
                 daemon.kill()
             if where == "export in flight" and rng.random() < 0.5:
@@ -251,7 +235,7 @@ def test_sigkill_at_random_moments_loses_nothing(world: World, tmp_path: Path) -
 
     # The runs under way end (no new run starts); then a last daemon runs to completion.
     world.clock.advance(30.0)
-    with DaemonProcess(world, log_path, "grpc") as daemon:
+    with start(world) as daemon:
         wait_for(lambda: delivery(world).complete, 60, lambda: delivery(world).summary())
         wait_for(lambda: ledger.spool_count() == 0, 20, "the spool did not drain")
         wait_for(daemon.ready, 15, lambda: f"not ready: {daemon.readyz()}")
@@ -260,7 +244,7 @@ def test_sigkill_at_random_moments_loses_nothing(world: World, tmp_path: Path) -
         counted_runs = daemon.metric(RUNS_COUNTED)
         counted_steps = daemon.metric(STEPS_COUNTED)
         code, took = daemon.terminate(timeout=30)
-    assert code == 0, daemon.log()[-3000:]
+    assert code == 0, daemon.stderr[-3000:]
     finished = world.finished_runs()
     assert (counted_runs, counted_steps) == (
         len(finished),
@@ -270,7 +254,7 @@ def test_sigkill_at_random_moments_loses_nothing(world: World, tmp_path: Path) -
     # Nothing lost: every run's root and every step, at least once.
     result = delivery(world)
     spans = world.receiver.spans()
-    assert received_identities(spans) >= expected_identities(world)
+    assert set(identities(spans)) >= expected_identities(world)
     assert result.unique_spans == result.expected_spans
     # Copies come only from crashes between a send and its confirmation, each such span
     # once more per crash; they stay few; every copy is the very same span.
@@ -304,26 +288,30 @@ def test_sigkill_at_random_moments_loses_nothing(world: World, tmp_path: Path) -
     )
 
 
+@dataclass(frozen=True)
+class SlowExport:
+    """A receiver that holds each export `delay_s`, and the daemon's OTLP timeout."""
+
+    delay_s: float
+    otlp_timeout_s: int
+    confirmed: bool  # the export completes during the shutdown and is confirmed
+
+
 @pytest.mark.parametrize(
-    ("protocol", "delay_s", "otlp_timeout_s", "confirmed"),
+    ("protocol", "case"),
     [
         # The export completes during the shutdown: it is confirmed before the exit.
-        pytest.param("grpc", 2.0, 6, True, id="grpc-slow"),
-        pytest.param("http/protobuf", 2.0, 6, True, id="http-slow"),
+        pytest.param("grpc", SlowExport(2.0, 6, True), id="grpc-slow"),
+        pytest.param("http/protobuf", SlowExport(2.0, 6, True), id="http-slow"),
         # The backend hangs beyond the exporter's timeout: nothing confirmed, all spooled.
-        pytest.param("grpc", 60.0, 3, False, id="grpc-hung"),
-        pytest.param("http/protobuf", 60.0, 3, False, id="http-hung"),
+        pytest.param("grpc", SlowExport(60.0, 3, False), id="grpc-hung"),
+        pytest.param("http/protobuf", SlowExport(60.0, 3, False), id="http-hung"),
     ],
 )
 def test_sigterm_during_slow_export_exits_promptly_and_loses_nothing(
-    world: World,
-    tmp_path: Path,
-    protocol: str,
-    delay_s: float,
-    otlp_timeout_s: int,
-    confirmed: bool,
+    world: World, protocol: str, case: SlowExport
 ) -> None:
-    check_sigterm_during_export(world, tmp_path, protocol, delay_s, otlp_timeout_s, confirmed)
+    check_sigterm_during_export(world, protocol, case)
 
 
 @pytest.mark.parametrize(
@@ -334,34 +322,23 @@ def test_sigterm_during_slow_export_exits_promptly_and_loses_nothing(
     ],
 )
 def test_sigterm_exit_is_bounded_by_the_grace_not_the_otlp_timeout(
-    world: World, tmp_path: Path, protocol: str
+    world: World, protocol: str
 ) -> None:
     """A backend that hangs longer than the shutdown grace (20 s), with a long timeout."""
-    check_sigterm_during_export(world, tmp_path, protocol, 120.0, 60, confirmed=False)
+    check_sigterm_during_export(world, protocol, SlowExport(120.0, 60, confirmed=False))
 
 
-def check_sigterm_during_export(
-    world: World,
-    tmp_path: Path,
-    protocol: str,
-    delay_s: float,
-    otlp_timeout_s: int,
-    confirmed: bool,
-) -> None:
+def check_sigterm_during_export(world: World, protocol: str, case: SlowExport) -> None:
+    delay_s, otlp_timeout_s, confirmed = case.delay_s, case.otlp_timeout_s, case.confirmed
     expected = expected_identities(world)
     ledger = LedgerView(world.state_path)
     world.receiver.set_delay(delay_s)
-    with DaemonProcess(
-        world,
-        tmp_path / "daemon.log",
-        protocol,
-        OTEL_EXPORTER_OTLP_TIMEOUT=str(otlp_timeout_s),
-    ) as daemon:
+    with start(world, protocol, OTEL_EXPORTER_OTLP_TIMEOUT=str(otlp_timeout_s)) as daemon:
         # The first poll captures the history and exports it: SIGTERM while it is held.
         wait_for(lambda: world.receiver.attempt_count() >= 1, 30, "no export attempt")
         time.sleep(0.2)
         code, took = daemon.terminate(timeout=SIGTERM_LIMIT_S)
-    assert code == 0, daemon.log()[-3000:]
+    assert code == 0, daemon.stderr[-3000:]
     assert took < SIGTERM_LIMIT_S
 
     # Whatever the receiver still holds is dropped, never stored: only what was
@@ -369,7 +346,7 @@ def check_sigterm_during_export(
     world.receiver.stop()
     world.receiver.set_delay(0.0)
     world.receiver.start()
-    received = received_identities(world.receiver.spans())
+    received = set(identities(world.receiver.spans()))
     spooled = ledger.spool_identities()
     # Nothing lost: each span of the poll under way is either confirmed or spooled.
     assert expected <= received | set(spooled)
@@ -383,7 +360,7 @@ def check_sigterm_during_export(
     once = world.cli("once", protocol=protocol, timeout=60)
     assert once.returncode == 0, once.stderr
     assert world.receiver.span_count() - before == len(spooled)
-    assert received_identities(world.receiver.spans()) == expected
+    assert set(identities(world.receiver.spans())) == expected
     assert world.receiver.duplicate_count() == 0
     assert ledger.spool_count() == 0
     print(

@@ -17,16 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import World
-from tests.reliability.harness import (
-    DaemonProcess,
-    LedgerView,
-    add_finished_runs,
-    delivery,
-    make_reliability_world,
-    steps_calls_by_run,
-    wait_for,
-)
+from tests.support.api_log import steps_calls_by_run
+from tests.support.daemon import wait_for
+from tests.support.delivery import delivery
+from tests.support.ledger import LedgerView
+from tests.support.world import World, demo_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,7 +47,8 @@ RUNS_COUNTED = "orchestra_runs_total"  # workflow metric: runs whose root was co
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    yield from make_reliability_world(tmp_path)
+    with demo_world(tmp_path, history=2, seed=11) as made:
+        yield made
 
 
 def max_export_attempts(outage_s: float) -> int:
@@ -83,13 +79,11 @@ def test_max_export_attempts_follows_the_documented_schedule() -> None:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_outage_spools_to_disk_keeps_polling_and_delivers_everything_once(
-    world: World, tmp_path: Path, protocol: str
+    world: World, protocol: str
 ) -> None:
     ledger = LedgerView(world.state_path)
-    with DaemonProcess(
-        world,
-        tmp_path / "daemon.log",
-        protocol,
+    with world.daemon(
+        protocol=protocol,
         ORCHESTRA_POLL_INTERVAL=str(POLL_INTERVAL_S),
         OTEL_EXPORTER_OTLP_TIMEOUT="2",
         ORCHESTRA_CAPTURE_CONTENT="true",  # bigger spans: a backlog held in RAM would show
@@ -126,9 +120,9 @@ def test_outage_spools_to_disk_keeps_polling_and_delivers_everything_once(
                 break
             assert now - outage_started < 40, (
                 f"fewer than 2 export failures in 40 s of outage ({failures}); log:\n"
-                + daemon.log()[-3000:]
+                + daemon.stderr[-3000:]
             )
-            outage_runs += add_finished_runs(world, per_workflow=RUNS_PER_TICK)
+            outage_runs += world.add_finished_runs(per_workflow=RUNS_PER_TICK)
             spool_samples.append(ledger.spool_count())
             time.sleep(POLL_INTERVAL_S)
 
@@ -199,12 +193,12 @@ def test_outage_spools_to_disk_keeps_polling_and_delivers_everything_once(
         assert daemon.metric(RUNS_COUNTED) == len(world.finished_runs())
         attempts_after = daemon.metric(FAILURES) - failures_before
         code, took = daemon.terminate(timeout=30)
-        assert code == 0, daemon.log()[-3000:]
+        assert code == 0, daemon.stderr[-3000:]
         assert took < 25
 
     # (c) no run was fetched twice: one steps call per run, none during the outage or
     # the recovery for runs already captured (the spool, not the API, supplied them).
-    calls = steps_calls_by_run(world)
+    calls = steps_calls_by_run(world.emulator)
     assert set(calls) == set(world.finished_runs()), "a finished run was never fetched"
     assert {run: n for run, n in calls.items() if n != 1} == {}, "a run was fetched twice"
 

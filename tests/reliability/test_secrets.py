@@ -24,18 +24,11 @@ from typing import Any
 import pytest
 
 from exporter.emulator import FaultRule
-from tests.integration.harness import World, make_world, wait_until
-from tests.reliability.faults_harness import (
-    RunningDaemon,
-    TlsProxy,
-    listening_sockets,
-    make_self_signed_cert,
-    occurrences,
-    port_is_free,
-    start_daemon,
-    state_files,
-)
+from tests.support.daemon import Daemon, wait_for
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.support.ports import listening_sockets, port_is_free
+from tests.support.tls import TlsProxy, make_self_signed_cert
+from tests.support.world import World
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +36,29 @@ DEFAULT_HTTP_PORT = 9464
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    yield from make_world(tmp_path)
-
-
-@pytest.fixture
 def api_key() -> str:
     return f"sk-SECRET-{secrets.token_hex(16)}"
+
+
+def occurrences(secret: str, blobs: dict[str, bytes | str]) -> list[str]:
+    """Names of the blobs that contain `secret` (as UTF-8 bytes, or UTF-16 in SQLite)."""
+    needles = [secret.encode(), secret.encode("utf-16-le"), secret.encode("utf-16-be")]
+    found = []
+    for name, blob in blobs.items():
+        data = blob.encode("utf-8", "surrogateescape") if isinstance(blob, str) else blob
+        if any(needle in data for needle in needles):
+            found.append(name)
+    return found
+
+
+def state_files(state_path: Path) -> dict[str, bytes]:
+    """The SQLite ledger and its -wal/-shm/-journal companions, as they are on disk now."""
+    files = {}
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path = Path(str(state_path) + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            files[path.name] = path.read_bytes()
+    return files
 
 
 def needles(key: str) -> list[str]:
@@ -104,7 +113,7 @@ def test_the_api_key_never_leaks(world: World, tmp_path: Path, api_key: str, sou
         blobs[f"{label}: stderr"] = result.stderr
         assert result.returncode == expected, f"{label}: {result.stdout}\n{result.stderr}"
 
-    def daemon_output(label: str, daemon: RunningDaemon) -> None:
+    def daemon_output(label: str, daemon: Daemon) -> None:
         for path in ("/metrics", "/readyz", "/healthz"):
             blobs[f"{label}: GET {path}"] = daemon.get(path)[1]
         for name, data in state_files(world.state_path).items():
@@ -117,11 +126,11 @@ def test_the_api_key_never_leaks(world: World, tmp_path: Path, api_key: str, sou
     command("check", 0, "check", **as_json)
 
     workflow_id = world.scenario.workflow_ids()[1]
-    with start_daemon(world, ORCHESTRA_POLL_INTERVAL="0.3", **debug, **text) as daemon:
+    with world.daemon(ORCHESTRA_POLL_INTERVAL="0.3", **debug, **text) as daemon:
         world.scenario.add_run(workflow_id)
         world.clock.advance(120)  # the new run finishes
         world.receiver.wait_for_spans(world.expected_span_count(), timeout=15)
-        wait_until(lambda: daemon.polls() >= 2, 10, "no poll after the export")
+        wait_for(lambda: daemon.polls() >= 2, 10, "no poll after the export")
         files = [Path(str(world.state_path) + s) for s in ("", "-wal", "-shm")]
         assert_mode_0600([f for f in files if f.exists()])
         daemon_output("daemon text", daemon)
@@ -129,23 +138,23 @@ def test_the_api_key_never_leaks(world: World, tmp_path: Path, api_key: str, sou
     blobs["daemon text: stderr"], blobs["daemon text: stdout"] = daemon.stderr, daemon.stdout
 
     # Failure paths: the API answers 500, then rejects the key; the OTLP endpoint is down.
-    with start_daemon(world, ORCHESTRA_POLL_INTERVAL="0.3", **debug, **as_json) as daemon:
-        wait_until(lambda: daemon.polls() >= 1, 15, "the daemon did not poll")
+    with world.daemon(ORCHESTRA_POLL_INTERVAL="0.3", **debug, **as_json) as daemon:
+        wait_for(lambda: daemon.polls() >= 1, 15, "the daemon did not poll")
         world.emulator.faults.add(FaultRule(action="status", status=500, times=None))
         seen = daemon.polls()
-        wait_until(lambda: daemon.polls() >= seen + 1, 15, "no poll while the API fails")
+        wait_for(lambda: daemon.polls() >= seen + 1, 15, "no poll while the API fails")
         world.emulator.faults.clear()
         world.emulator.api_key = "someone-elses-key"
-        wait_until(
+        wait_for(
             lambda: daemon.metric("orchestra_otel_api_auth_failing") == 1, 15, "401 not noticed"
         )
         daemon_output("daemon 401", daemon)
         world.emulator.api_key = api_key
-        wait_until(lambda: daemon.metric("orchestra_otel_api_auth_failing") == 0, 15, "no recovery")
+        wait_for(lambda: daemon.metric("orchestra_otel_api_auth_failing") == 0, 15, "no recovery")
         world.receiver.stop()
         world.scenario.add_run(workflow_id)
         world.clock.advance(120)
-        wait_until(
+        wait_for(
             lambda: daemon.metric("orchestra_otel_export_failures_total") >= 1,
             20,
             "the failing export was not noticed",
@@ -394,13 +403,13 @@ def test_content_is_off_by_default_and_truncated_when_on(world: World, tmp_path:
 def test_state_files_are_private_even_with_a_permissive_umask(world: World) -> None:
     previous = os.umask(0)  # inherited by the daemon: SQLite alone would create 0666 files
     try:
-        daemon = start_daemon(world, ORCHESTRA_POLL_INTERVAL="0.5")
+        daemon = world.daemon(ORCHESTRA_POLL_INTERVAL="0.5")
     finally:
         os.umask(previous)
     with daemon:
         world.receiver.wait_for_spans(world.expected_span_count(), timeout=15)
         files = [Path(str(world.state_path) + suffix) for suffix in ("", "-wal", "-shm")]
-        wait_until(lambda: all(f.exists() for f in files), 10, "no WAL files")
+        wait_for(lambda: all(f.exists() for f in files), 10, "no WAL files")
         assert_mode_0600(files)
         assert daemon.stop() == 0, daemon.stderr
     assert_mode_0600([f for f in files if f.exists()])
@@ -409,7 +418,7 @@ def test_state_files_are_private_even_with_a_permissive_umask(world: World) -> N
 def test_http_server_listens_on_loopback_only_by_default(world: World) -> None:
     if not port_is_free(DEFAULT_HTTP_PORT):
         pytest.skip(f"port {DEFAULT_HTTP_PORT} is busy on this machine")
-    with start_daemon(world, drop=["ORCHESTRA_HTTP_ADDR"], ORCHESTRA_POLL_INTERVAL="1") as daemon:
+    with world.daemon(drop=["ORCHESTRA_HTTP_ADDR"], ORCHESTRA_POLL_INTERVAL="1") as daemon:
         assert daemon.http_base == f"http://127.0.0.1:{DEFAULT_HTTP_PORT}", daemon.stderr
         assert daemon.get("/healthz")[0] == 200
         listeners = listening_sockets(daemon.process.pid)

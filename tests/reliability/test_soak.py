@@ -18,7 +18,7 @@ out, the daemon drains, and the test checks:
 * fds and threads: the last sample is at most the first minute's highest plus a small
   slack (nothing leaks per poll, per fault, per reconnect).
 
-SOAK_SECONDS sets the length (default 180). Run with `-s` to see the figures table.
+SOAK_SECONDS sets the length (default 180). Run with `-n0 -s` to see the figures table.
 """
 
 from __future__ import annotations
@@ -26,13 +26,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,15 +35,16 @@ from typing import Any
 
 import pytest
 
-from exporter.emulator import Emulator, ManualClock, Scenario
+from exporter.emulator import Emulator, Scenario
 from exporter.emulator.demo import demo_workflows
-from tests.integration.harness import API_KEY, World
-from tests.reliability.faults_harness import control
+from tests.support.api_log import control
+from tests.support.delivery import expected_identities, identities
 from tests.support.otlp_receiver import OtlpReceiver
-
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+from tests.support.world import World, open_world
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "180"))
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow(seconds=SOAK_SECONDS + 20)]
 SAMPLE_EVERY_S = 2.0
 RUN_EVERY_S = 1.0  # per workflow: four workflows, ~4 runs a second in all
 RUN_DURATION_S = (0.5, 2.5)
@@ -82,12 +78,6 @@ def sample(pid: int, at: float) -> Sample:
         fds=len(os.listdir(f"/proc/{pid}/fd")),
         threads=int(status["Threads"]),
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- faults
@@ -181,37 +171,13 @@ def soak_world(tmp_path: Path) -> Iterator[World]:
             failure_rate=0.15,
             count=runs_each,
         )
-    emulator = Emulator(scenario, api_key=API_KEY)
-    emulator.start()
-    receiver = OtlpReceiver()
-    try:
-        receiver.start()
-        # The scenario runs on the real clock; World's ManualClock is not used here.
-        yield World(scenario, ManualClock(), emulator, receiver, tmp_path / "ledger.db")
-    finally:
-        receiver.stop()
-        emulator.stop()
-
-
-def expected_keys(world: World) -> set[tuple[str, str]]:
-    """(trace id, step id or "root") of every finished run, from the emulator's own view."""
-    keys: set[tuple[str, str]] = set()
-    for workflow_id in world.scenario.workflow_ids():
-        for run in world.scenario.runs(workflow_id) or []:
-            if run["end_time"] is None:
-                continue
-            trace_id = str(run["id"]).replace("-", "")
-            keys.add((trace_id, "root"))
-            for step in world.scenario.steps(workflow_id, str(run["id"])) or []:
-                keys.add((trace_id, str(step["id"])))
-    return keys
+    # The scenario runs on the real clock; World's ManualClock is not used here.
+    with open_world(scenario, tmp_path) as world:
+        yield world
 
 
 def received_keys(world: World) -> list[tuple[str, str]]:
-    return [
-        (s.trace_id, str(s.attributes.get("orchestra.step.id")) if s.parent_span_id else "root")
-        for s in world.receiver.spans()
-    ]
+    return identities(world.receiver.spans())
 
 
 def faults_answered(emulator: Emulator) -> dict[str, int]:
@@ -222,16 +188,6 @@ def faults_answered(emulator: Emulator) -> dict[str, int]:
             if str(status) != "200":
                 found[str(status)] = found.get(str(status), 0) + count
     return found
-
-
-def pending_spans(metrics_url: str) -> float:
-    """orchestra_otel_pending_spans from the daemon's /metrics."""
-    with urllib.request.urlopen(metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    for line in text.splitlines():
-        if line.startswith("orchestra_otel_pending_spans "):
-            return float(line.split()[1])
-    raise AssertionError("orchestra_otel_pending_spans missing from /metrics")
 
 
 def all_runs_over(world: World) -> bool:
@@ -245,82 +201,63 @@ def all_runs_over(world: World) -> bool:
 # --------------------------------------------------------------------------- the test
 
 
-def test_soak_no_loss_no_leaks_under_faults(soak_world: World, tmp_path: Path) -> None:
+def test_soak_no_loss_no_leaks_under_faults(soak_world: World) -> None:
     world = soak_world
-    log_path = tmp_path / "daemon.log"
-    metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
-    env = world.env(
-        "grpc",
+    schedule = phases(SOAK_SECONDS, world.emulator, world.receiver)
+    samples: list[Sample] = []
+    with world.daemon(
         ORCHESTRA_POLL_INTERVAL="0.5",
-        ORCHESTRA_HTTP_ADDR=metrics_url.removeprefix("http://").removesuffix("/metrics"),
         ORCHESTRA_CAPTURE_CONTENT="true",
         ORCHESTRA_API_TIMEOUT="5",
         OTEL_EXPORTER_OTLP_TIMEOUT="5",
-    )
-    schedule = phases(SOAK_SECONDS, world.emulator, world.receiver)
-    samples: list[Sample] = []
-    with open(log_path, "w", encoding="utf-8") as log:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "run"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        started = time.monotonic()
-        try:
-            active: set[str] = set()
-            next_sample = next_tick = 0.0
-            while (now := time.monotonic() - started) < SOAK_SECONDS:
-                assert daemon.poll() is None, f"the daemon died: {log_path.read_text()[-3000:]}"
-                for phase in schedule:
-                    inside = phase.start <= now < phase.end
-                    if inside and phase.name not in active:
-                        print(f"[{now:6.1f}s] {phase.name}: on")
-                        phase.enter()
-                        active.add(phase.name)
-                    elif not inside and phase.name in active:
-                        print(f"[{now:6.1f}s] {phase.name}: off")
-                        phase.leave()
-                        active.discard(phase.name)
-                if now >= next_tick:
-                    for phase in schedule:
-                        if phase.name in active:
-                            phase.tick()
-                    next_tick = now + 1.0
-                if now >= next_sample:
-                    samples.append(sample(daemon.pid, now))
-                    next_sample = now + SAMPLE_EVERY_S
-                time.sleep(0.1)
+    ) as daemon:
+        started = daemon.started
+        active: set[str] = set()
+        next_sample = next_tick = 0.0
+        while (now := time.monotonic() - started) < SOAK_SECONDS:
+            assert daemon.alive, f"the daemon died: {daemon.stderr[-3000:]}"
             for phase in schedule:
-                if phase.name in active:
+                inside = phase.start <= now < phase.end
+                if inside and phase.name not in active:
+                    print(f"[{now:6.1f}s] {phase.name}: on")
+                    phase.enter()
+                    active.add(phase.name)
+                elif not inside and phase.name in active:
+                    print(f"[{now:6.1f}s] {phase.name}: off")
                     phase.leave()
-            # Drain: faults off, the schedules have run out; wait for every run to end
-            # and for every span of it to arrive.
-            _control(world.emulator, "DELETE", "faults")
-            world.receiver.set_delay(0)
-            world.receiver.start()
-            deadline = time.monotonic() + DRAIN_TIMEOUT_S
-            while not all_runs_over(world) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            expected = expected_keys(world)
-            while time.monotonic() < deadline:
-                if expected <= set(received_keys(world)):
-                    break
-                assert daemon.poll() is None, f"the daemon died: {log_path.read_text()[-3000:]}"
-                time.sleep(0.5)
-            drained = time.monotonic() - started
-            time.sleep(2 * 0.5 + 1)  # a poll or two more: nothing new may come
-            samples.append(sample(daemon.pid, time.monotonic() - started))
-            pending = pending_spans(metrics_url)
-        finally:
-            if daemon.poll() is None:
-                daemon.send_signal(signal.SIGTERM)
-                try:
-                    daemon.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    daemon.kill()
-                    daemon.wait()
-    log_text = log_path.read_text(encoding="utf-8")
+                    active.discard(phase.name)
+            if now >= next_tick:
+                for phase in schedule:
+                    if phase.name in active:
+                        phase.tick()
+                next_tick = now + 1.0
+            if now >= next_sample:
+                samples.append(sample(daemon.pid, now))
+                next_sample = now + SAMPLE_EVERY_S
+            time.sleep(0.1)
+        for phase in schedule:
+            if phase.name in active:
+                phase.leave()
+        # Drain: faults off, the schedules have run out; wait for every run to end
+        # and for every span of it to arrive.
+        _control(world.emulator, "DELETE", "faults")
+        world.receiver.set_delay(0)
+        world.receiver.start()
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while not all_runs_over(world) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        expected = expected_identities(world)
+        while time.monotonic() < deadline:
+            if expected <= set(received_keys(world)):
+                break
+            assert daemon.alive, f"the daemon died: {daemon.stderr[-3000:]}"
+            time.sleep(0.5)
+        drained = time.monotonic() - started
+        time.sleep(2 * 0.5 + 1)  # a poll or two more: nothing new may come
+        samples.append(sample(daemon.pid, time.monotonic() - started))
+        pending = daemon.metric("orchestra_otel_pending_spans")
+        exit_code = daemon.stop()
+    log_text = daemon.stderr
 
     received = received_keys(world)
     unique = set(received)
@@ -358,7 +295,7 @@ def test_soak_no_loss_no_leaks_under_faults(soak_world: World, tmp_path: Path) -
         "OTLP attempts / accepted": (
             f"{world.receiver.attempt_count()} / {world.receiver.request_count()}"
         ),
-        "daemon exit code": str(daemon.returncode),
+        "daemon exit code": str(exit_code),
         "log warnings / tracebacks": f"{log_text.count(' WARNING ')} / "
         f"{log_text.count('Traceback')}",
     }
@@ -370,5 +307,5 @@ def test_soak_no_loss_no_leaks_under_faults(soak_world: World, tmp_path: Path) -
     assert rss_last - rss_first < RSS_GROWTH_BOUND_MB, "resident memory keeps growing"
     assert samples[-1].fds <= max(s.fds for s in first) + FD_SLACK, "file descriptors leak"
     assert samples[-1].threads <= max(s.threads for s in first) + THREAD_SLACK, "threads leak"
-    assert daemon.returncode == 0, log_text[-3000:]
+    assert exit_code == 0, log_text[-3000:]
     assert "failed unexpectedly" not in log_text, log_text[-3000:]

@@ -532,6 +532,7 @@ class OtlpReceiver:
         self._spans: list[ReceivedSpan] = []
         self._metric_points: list[ReceivedMetricPoint] = []
         self._attempts: Counter[str] = Counter()
+        self._attempt_times: list[tuple[str, float]] = []  # (protocol, time.monotonic())
         self._faults: deque[_Fault] = deque()
         self._down: _Fault | None = None
         self._delay_s = 0.0
@@ -694,6 +695,12 @@ class OtlpReceiver:
         with self._cond:
             return self._attempts[protocol] if protocol else sum(self._attempts.values())
 
+    def attempt_times(self, protocol: str | None = None) -> list[float]:
+        """time.monotonic() at the arrival of each export attempt, in order: the waits
+        between attempts are the client's backoff, without its connection set-up."""
+        with self._cond:
+            return [at for p, at in self._attempt_times if protocol in (None, p)]
+
     def spans(self, protocol: str | None = None) -> list[ReceivedSpan]:
         with self._cond:
             return [s for s in self._spans if protocol in (None, s.protocol)]
@@ -733,6 +740,7 @@ class OtlpReceiver:
             self._spans.clear()
             self._metric_points.clear()
             self._attempts.clear()
+            self._attempt_times.clear()
             self._faults.clear()
 
     def wait_for_spans(self, n: int, timeout: float = 10.0) -> list[ReceivedSpan]:
@@ -766,6 +774,7 @@ class OtlpReceiver:
         """Count the attempt, hold it for the configured delay, return the fault to answer."""
         with self._cond:
             self._attempts[protocol] += 1
+            self._attempt_times.append((protocol, time.monotonic()))
             self._cond.notify_all()
             delay = self._delay_s
         if delay > 0 and self._stopping.wait(delay):
