@@ -51,6 +51,8 @@ def mapping_options(settings: Settings) -> MappingOptions:
         traceparent_mode=settings.traceparent_mode,
         prices=settings.price_table,
         wait_spans=settings.wait_spans,
+        failure_logs=settings.otlp_logs,
+        exception_signal=settings.exception_signal,
     )
 
 

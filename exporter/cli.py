@@ -28,7 +28,7 @@ from exporter.mapping.timeparse import lenient_timestamp_ns
 from exporter.results import PollResult
 from exporter.scheduler import Daemon
 from exporter.sink.base import SpanSink
-from exporter.sink.encoding import to_otlp_json
+from exporter.sink.encoding import Framer, to_otlp_json
 from exporter.sink.factory import build_sink
 from exporter.sink.otlp import probe_endpoint
 from exporter.source.models import Run, Step, Workflow, parse_records, replace_lone_surrogates
@@ -430,13 +430,15 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     workflow = _convert_workflow(args)
     run = _convert_run(args, steps)
     settings = load_settings(environ=os.environ, require_api_key=False)
-    mapped = map_run(workflow, run, steps, mapping_options(settings))
+    options = mapping_options(settings)
+    mapped = map_run(workflow, run, steps, options)
     for problem in mapped.problems:
         print(
             f"warning: {escape_control(problem.record)}: {escape_control(problem.reason)}",
             file=sys.stderr,
         )
-    print(to_otlp_json(mapped.all_spans(), indent=args.indent))
+    framer = Framer.of(options.resource, options.scope)
+    print(to_otlp_json(framer, mapped.all_spans(), indent=args.indent))
     return EXIT_OK
 
 

@@ -23,7 +23,7 @@ from exporter.results import PollResult
 from exporter.source.client import OrchestraClient
 from exporter.source.history import HistoryPaginator
 from exporter.source.models import Run
-from exporter.spool import encode_span
+from exporter.spool import outgoing_log, outgoing_span
 from exporter.state import Capture, Ledger
 
 _NS = 1_000_000_000
@@ -179,10 +179,12 @@ def capture_of(workflow_id: str, run: Run, mapped: RunSpans) -> Capture | None:
         workflow_id=workflow_id,
         run_id=run.id,
         status=run.status,
-        step_spans={step_id: encode_span(span) for step_id, span in mapped.steps.items()},
-        root_span=encode_span(mapped.root) if mapped.root is not None else None,
+        steps=tuple(mapped.steps),
+        outgoing=(
+            *(outgoing_span(span) for span in mapped.all_spans()),
+            *(outgoing_log(record) for record in mapped.logs),
+        ),
         run_done=mapped.run_terminal,
-        extra_spans=tuple(encode_span(span) for span in mapped.waits.values()),
     )
 
 

@@ -30,6 +30,7 @@ from pydantic import (
 
 from exporter.errors import ConfigError
 from exporter.mapping.cost import PriceTable
+from exporter.mapping.logs import ExceptionSignal
 from exporter.mapping.options import DEFAULT_PROVIDER, SpanNames, TraceparentMode
 from exporter.prices import load_price_table
 from exporter.sink.otlp import PROTOCOLS, otlp_endpoint, otlp_protocol
@@ -143,6 +144,12 @@ class Settings(BaseModel):
     otlp_protocol: str = "grpc"
     otlp_endpoint: str | None = None  # from OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
     otlp_metrics: bool = True  # OTEL_METRICS_EXPORTER=none turns the metrics push off
+    # OTEL_LOGS_EXPORTER: failed steps and runs as OTLP log records (otlp when an endpoint
+    # is set), and OTEL_EXPORTER_OTLP_LOGS_PROTOCOL for them.
+    otlp_logs: bool = False
+    otlp_logs_protocol: str = "grpc"
+    # OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN: exceptions as span events, logs, or both.
+    exception_signal: ExceptionSignal = "spans"
 
     @field_validator("ca_file")
     @classmethod
@@ -205,7 +212,7 @@ class Settings(BaseModel):
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("otlp_protocol")
+    @field_validator("otlp_protocol", "otlp_logs_protocol")
     @classmethod
     def _protocol(cls, value: str) -> str:
         if value not in PROTOCOLS:
@@ -277,6 +284,13 @@ def load_settings(
     merged["otlp_protocol"] = _Sourced(otlp_protocol(environ), "OTEL_EXPORTER_OTLP_PROTOCOL")
     merged["otlp_endpoint"] = _Sourced(otlp_endpoint(environ), "OTEL_EXPORTER_OTLP_ENDPOINT")
     merged["otlp_metrics"] = _Sourced(_metrics_exporter(environ, problems), "OTEL_METRICS_EXPORTER")
+    merged["otlp_logs"] = _Sourced(_logs_exporter(environ, problems), "OTEL_LOGS_EXPORTER")
+    merged["otlp_logs_protocol"] = _Sourced(
+        otlp_protocol(environ, "LOGS"), "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"
+    )
+    merged["exception_signal"] = _Sourced(
+        _exception_signal(environ, problems), "OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN"
+    )
     problems.extend(_check_api_key(merged, require_api_key))
     settings = _validate(merged, problems)
     if settings is not None and settings.prices is not None:
@@ -287,6 +301,36 @@ def load_settings(
     if problems or settings is None:
         raise ConfigError(problems)
     return settings
+
+
+def _logs_exporter(environ: Mapping[str, str], problems: list[str]) -> bool:
+    """OTEL_LOGS_EXPORTER: `otlp` sends failures as log records, `none` does not.
+
+    Unset, it is `otlp` when a logs endpoint is set (OTEL_EXPORTER_OTLP_LOGS_ENDPOINT or
+    OTEL_EXPORTER_OTLP_ENDPOINT): where traces go, a collector usually takes logs too.
+    """
+    raw = environ.get("OTEL_LOGS_EXPORTER", "").strip().lower()
+    if not raw:
+        return otlp_endpoint(environ, "LOGS") is not None
+    names = {name.strip() for name in raw.split(",")} - {""}
+    unknown = names - {"otlp", "none", "console"}
+    if unknown:
+        problems.append(
+            f"OTEL_LOGS_EXPORTER: {', '.join(sorted(unknown))} is not supported; use otlp or none"
+        )
+    return "otlp" in names
+
+
+def _exception_signal(environ: Mapping[str, str], problems: list[str]) -> str:
+    """OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN (v1.44 conventions): `logs` records exceptions
+    on log records instead of span events, `logs/dup` on both; unset, span events."""
+    raw = environ.get("OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN", "").strip().lower()
+    if raw in ("", "spans"):
+        return "spans"
+    if raw not in ("logs", "logs/dup"):
+        problems.append(f"OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN: {raw!r}: use logs or logs/dup")
+        return "spans"
+    return raw
 
 
 def _metrics_exporter(environ: Mapping[str, str], problems: list[str]) -> bool:

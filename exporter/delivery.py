@@ -1,8 +1,10 @@
 """The spool -> confirmed exports, with the workflow metrics counted on confirmation.
 
-Mapped spans enter the ledger's spool with the capture that marks their steps seen, and
-leave it only once the sink confirmed them, so an outage of the backend costs neither API
-requests nor memory, and loses nothing (docs/design.md, "Delivery").
+Mapped spans (and failure logs) enter the ledger's spool with the capture that marks
+their steps seen, as the OTLP bytes they are sent as, and leave it only once the sink
+confirmed them, so an outage of the backend costs neither API requests nor memory, and
+loses nothing (docs/design.md, "Delivery"). A request is framed around spooled bytes,
+never decoded and encoded again.
 """
 
 from __future__ import annotations
@@ -13,43 +15,58 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-
-from opentelemetry.sdk.trace import ReadableSpan
 
 from exporter.errors import ExportError, StateError
 from exporter.mapping.options import MappingOptions
 from exporter.problems import ProblemReporter
 from exporter.results import PollResult
 from exporter.sink.base import SpanSink
-from exporter.spool import decode_span
-from exporter.state import Capture, Ledger, Spooled
+from exporter.sink.encoding import LOGS, TRACES, Framer, Signal
+from exporter.spool import legacy_outgoing
+from exporter.state import Capture, Ledger, Outgoing, Spooled
 from exporter.telemetry import Telemetry
-from exporter.workflow_metrics import samples_of
+from exporter.workflow_metrics import SpoolFacts, decode_facts
 
 _NS = 1_000_000_000
+SIGNALS: tuple[Signal, ...] = (TRACES, LOGS)
 
 
 @dataclass(frozen=True)
 class DeliverySettings:
     export_batch_size: int = 512
-    # Keeps each OTLP request well under the 4 MiB that gRPC receivers accept by default
-    # (spooled JSON is larger than the protobuf it becomes, so this is conservative).
+    # Keeps each OTLP request well under the 4 MiB that gRPC receivers accept by default.
     export_batch_bytes: int = 3 * 1024 * 1024
     # After a failed export, wait 5, 10, 20 ... seconds (capped) before the next attempt;
-    # polling goes on meanwhile and the spans wait in the spool.
+    # polling goes on meanwhile and the records wait in the spool.
     backoff_base_s: float = 5.0
     backoff_cap_s: float = 60.0
 
 
-class Delivery:
-    """Moves spans from the spool to the sink, oldest first, in bounded batches.
+@dataclass
+class _Backoff:
+    """One signal's export pause: spans and logs may go to different endpoints."""
 
-    Invariants: a spooled span is deleted, and counted in the workflow metrics, in the one
-    transaction that follows the sink's confirmation; after a refusal, exports pause with
-    capped exponential backoff (polling goes on). Called by the poll cycle, `backfill`
-    and `export-run`.
+    failures: int = 0
+    resume_at: float = 0.0  # monotonic time before which no export is tried
+
+
+@dataclass
+class _Batch:
+    ids: list[int] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    facts: list[SpoolFacts] = field(default_factory=list)
+    unreadable: int = 0
+
+
+class Delivery:
+    """Moves records from the spool to the sink, oldest first, in bounded batches.
+
+    Invariants: a spooled record is deleted, and counted in the workflow metrics, in the
+    one transaction that follows the sink's confirmation; after a refusal, exports of that
+    signal pause with capped exponential backoff (polling goes on). Called by the poll
+    cycle, `backfill` and `export-run`.
     """
 
     def __init__(
@@ -66,15 +83,14 @@ class Delivery:
     ) -> None:
         self._ledger = ledger
         self._sink = sink
-        self._options = options
+        self._framer = Framer.of(options.resource, options.scope)
         self._telemetry = telemetry
         self._reporter = reporter
         self._settings = settings
         self._clock = clock
         self._monotonic = monotonic  # the backoff's clock: wall-clock jumps must not move it
         self._worker = ExportWorker()
-        self._failures = 0
-        self._resume_at = 0.0  # self._monotonic() before which no export is tried
+        self._backoff = {signal: _Backoff() for signal in SIGNALS}
 
     @property
     def sink_name(self) -> str:
@@ -87,81 +103,108 @@ class Delivery:
 
     async def flush(self, result: PollResult, *, force: bool = False) -> None:
         """Send the spool until it is empty or refused (`force`: even while backing off)."""
-        wait = self._resume_at - self._monotonic()
-        if wait > 0 and not force:
-            result.errors.append(f"{self._sink.name}: exports paused {wait:.0f}s more")
-        else:
-            await self._send_spool(result)
-        result.pending_spans = self._ledger.pending_count()
+        for signal in SIGNALS:
+            wait = self._backoff[signal].resume_at - self._monotonic()
+            if wait > 0 and not force:
+                what = "exports" if signal == TRACES else "log exports"
+                result.errors.append(f"{self._sink.name}: {what} paused {wait:.0f}s more")
+            else:
+                await self._send_spool(signal, result)
+        result.pending_spans = self._ledger.pending_count(TRACES)
+        result.pending_logs = self._ledger.pending_count(LOGS)
 
     def close(self) -> None:
         self._worker.close()
 
-    async def _send_spool(self, result: PollResult) -> None:
+    async def _send_spool(self, signal: Signal, result: PollResult) -> None:
         after = 0
         while True:
-            batch = _within_bytes(
-                self._ledger.spooled(self._settings.export_batch_size, after_id=after),
-                self._settings.export_batch_bytes,
-            )
-            if not batch:
+            rows = self._ledger.spooled(self._settings.export_batch_size, after, signal)
+            if not rows:
                 return
-            after = batch[-1].id
-            spans, unreadable = self._decode(batch)
-            if spans and not await self._export(spans):
-                self._export_failed(result, len(spans))
+            batch = self._batch(rows)
+            after = batch.ids[-1]
+            count = len(batch.payloads)
+            if count and not await self._send(signal, self._framer.request(batch.payloads), count):
+                self._export_failed(signal, result, count)
                 return
-            self._failures = 0
-            self._confirm(batch, spans)
-            result.spans_exported += len(spans)
-            self._reporter.skipped("spooled_span", unreadable)
+            self._backoff[signal].failures = 0
+            self._confirm(signal, batch)
+            if signal == TRACES:
+                result.spans_exported += count
+            else:
+                result.logs_exported += count
+            self._reporter.skipped(f"spooled_{signal}", batch.unreadable)
 
-    async def _export(self, spans: Sequence[ReadableSpan]) -> bool:
+    def _batch(self, rows: Sequence[Spooled]) -> _Batch:
+        """The longest run of rows within the byte budget (always at least one row)."""
+        batch, size = _Batch(), 0
+        for row in rows:
+            outgoing = self._readable(row)
+            if outgoing is not None:
+                size += len(outgoing.payload)
+                if size > self._settings.export_batch_bytes and batch.ids:
+                    break
+                batch.payloads.append(outgoing.payload)
+                batch.facts.append(decode_facts(outgoing.samples))
+            else:
+                batch.unreadable += 1  # dropped with the batch: it can never be sent
+            batch.ids.append(row.id)
+        return batch
+
+    def _readable(self, row: Spooled) -> Outgoing | None:
+        if isinstance(row.payload, bytes):
+            return Outgoing(TRACES, row.payload, row.samples or "")
+        try:
+            return legacy_outgoing(row.payload)  # spooled as JSON before schema 4
+        except StateError as exc:
+            self._reporter.once(f"spooled span #{row.id} of run {row.run_id}", str(exc))
+            return None
+
+    async def _send(self, signal: Signal, request: bytes, count: int) -> bool:
         """The sink's confirmation. A sink that raises confirmed nothing: a refusal, with
         its backoff, rather than a poll that fails as a whole every interval."""
         try:
-            return await self._worker.run(self._sink.export, spans)
+            return await self._worker.run(lambda: self._sink.send(signal, request, count))
         except Exception as exc:
             reason = f"export raised {type(exc).__name__}: {exc}"
             self._reporter.once(f"span sink {self._sink.name}", reason)
             return False
 
-    def _confirm(self, batch: Sequence[Spooled], spans: Sequence[ReadableSpan]) -> None:
+    def _confirm(self, signal: Signal, batch: _Batch) -> None:
         now = self._clock()
         telemetry = self._telemetry
-        samples = [sample for span in spans for sample in samples_of(span)]
-        self._ledger.confirm([item.id for item in batch], telemetry.book.apply(samples, now))
+        samples = [sample for facts in batch.facts for sample in facts.samples]
+        self._ledger.confirm(batch.ids, telemetry.book.apply(samples, now))
         if telemetry.otlp is not None:
             telemetry.otlp.record(samples)
-        telemetry.spans_exported.labels(self._sink.name).inc(len(spans))
-        for span in spans:
-            telemetry.export_lag.observe(max(0.0, now - (span.end_time or 0) / _NS))
+        exported = telemetry.spans_exported if signal == TRACES else telemetry.logs_exported
+        exported.labels(self._sink.name).inc(len(batch.payloads))
+        if signal == TRACES:
+            for facts in batch.facts:
+                if facts.end_ns is not None:
+                    telemetry.export_lag.observe(max(0.0, now - facts.end_ns / _NS))
 
-    def _decode(self, batch: Sequence[Spooled]) -> tuple[list[ReadableSpan], int]:
-        spans, unreadable = [], 0
-        resource, scope = self._options.resource, self._options.scope
-        for item in batch:
-            try:
-                spans.append(decode_span(item.payload, resource, scope))
-            except StateError as exc:
-                unreadable += 1  # dropped with the batch: it can never be sent
-                self._reporter.once(f"spooled span #{item.id} of run {item.run_id}", str(exc))
-        return spans, unreadable
-
-    def _export_failed(self, result: PollResult, span_count: int) -> None:
-        self._failures += 1
-        result.export_failed = True
-        self._telemetry.export_failures.labels(self._sink.name).inc()
-        self._telemetry.spans_failed.labels(self._sink.name).inc(span_count)
+    def _export_failed(self, signal: Signal, result: PollResult, count: int) -> None:
+        backoff = self._backoff[signal]
+        backoff.failures += 1
+        if signal == TRACES:
+            result.export_failed = True
+            self._telemetry.export_failures.labels(self._sink.name).inc()
+            self._telemetry.spans_failed.labels(self._sink.name).inc(count)
+        else:
+            result.log_export_failed = True
+            self._telemetry.log_export_failures.labels(self._sink.name).inc()
         delay = min(
             self._settings.backoff_cap_s,
-            self._settings.backoff_base_s * 2 ** min(self._failures - 1, 16),
+            self._settings.backoff_base_s * 2 ** min(backoff.failures - 1, 16),
         )
-        self._resume_at = self._monotonic() + delay
+        backoff.resume_at = self._monotonic() + delay
+        what = "span" if signal == TRACES else "log record"
         result.note_error(
             ExportError(
-                f"{self._sink.name}: the span export was not confirmed; "
-                f"spans stay spooled, next attempt in {delay:.0f}s"
+                f"{self._sink.name}: the {what} export was not confirmed; "
+                f"{what}s stay spooled, next attempt in {delay:.0f}s"
             )
         )
 
@@ -181,7 +224,7 @@ class ExportWorker:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    async def run(self, function: Callable[[Any], bool], argument: Any) -> bool:
+    async def run(self, function: Callable[[], bool]) -> bool:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         if self._thread is None:
@@ -189,7 +232,7 @@ class ExportWorker:
                 target=self._serve, name="orchestra-otel-export", daemon=True
             )
             self._thread.start()
-        self._jobs.put((function, argument, loop, done))
+        self._jobs.put((function, loop, done))
         return await done
 
     def close(self) -> None:
@@ -199,10 +242,10 @@ class ExportWorker:
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not self._STOP:
-            function, argument, loop, done = job
+            function, loop, done = job
             outcome: tuple[bool | None, BaseException | None]
             try:
-                outcome = (bool(function(argument)), None)
+                outcome = (bool(function()), None)
             except BaseException as exc:  # handed to the awaiting coroutine
                 outcome = (None, exc)
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
@@ -216,13 +259,3 @@ def _settle(done: asyncio.Future[bool], result: bool | None, error: BaseExceptio
         done.set_exception(error)
     else:
         done.set_result(bool(result))
-
-
-def _within_bytes(batch: list[Spooled], budget: int) -> list[Spooled]:
-    """The longest prefix within the byte budget (always at least one span)."""
-    total = 0
-    for index, item in enumerate(batch):
-        total += len(item.payload)
-        if total > budget and index > 0:
-            return batch[:index]
-    return batch

@@ -16,13 +16,16 @@ class PollResult:
     runs_seen: int = 0
     runs_completed: int = 0
     spans_exported: int = 0
+    logs_exported: int = 0
     requests: int = 0
     runs_in_flight: int = 0
     pending_spans: int = 0
+    pending_logs: int = 0
     errors: list[str] = field(default_factory=list)
     auth_failed: bool = False
     api_failed: bool = False
     export_failed: bool = False
+    log_export_failed: bool = False
     ledger_failed: bool = False
 
     @property

@@ -18,11 +18,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from exporter.errors import StateError
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 # SQLite keeps these beside the ledger in WAL mode; they hold ledger pages too.
 COMPANION_SUFFIXES: Final = ("-wal", "-shm")
 RECOVERY_HINT: Final = (
@@ -75,7 +75,9 @@ CREATE TABLE IF NOT EXISTS spool (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     workflow_id TEXT NOT NULL,
     run_id      TEXT NOT NULL,
-    payload     TEXT NOT NULL,
+    payload     BLOB NOT NULL,     -- an OTLP Span or LogRecord (schema <= 3: span JSON)
+    signal      TEXT NOT NULL DEFAULT 'traces',
+    samples     TEXT,              -- the workflow-metric samples confirmation adds
     queued_ns   INTEGER NOT NULL
 );
 """
@@ -85,6 +87,15 @@ CREATE TABLE IF NOT EXISTS spool (
 # the oldest that upgrades in place.
 MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     (3, ("ALTER TABLE runs ADD COLUMN unreadable INTEGER NOT NULL DEFAULT 0",)),
+    # Spans are spooled as OTLP bytes with their metric samples; logs share the spool.
+    # Rows of schema 3 keep their JSON payload: delivery reads both.
+    (
+        4,
+        (
+            "ALTER TABLE spool ADD COLUMN signal TEXT NOT NULL DEFAULT 'traces'",
+            "ALTER TABLE spool ADD COLUMN samples TEXT",
+        ),
+    ),
 )
 
 
@@ -94,27 +105,33 @@ class RunState:
     done: bool
 
 
+class Outgoing(NamedTuple):
+    """One record for a sink: a serialised OTLP message and what it adds to the metrics."""
+
+    signal: str  # "traces" or "logs"
+    payload: bytes
+    samples: str = ""  # JSON, see workflow_metrics.encode_samples; "" adds nothing
+
+
 @dataclass(frozen=True)
 class Capture:
-    """Spans of one run mapped in this poll, and what the ledger learns from them."""
+    """What one run gave in this poll: steps to mark captured, records to spool."""
 
     workflow_id: str
     run_id: str
     status: str | None
-    step_spans: dict[str, str]  # step id -> encoded span
-    root_span: str | None
+    steps: tuple[str, ...]  # ids of the steps captured now
+    outgoing: tuple[Outgoing, ...]
     run_done: bool
-    # Spans that come with the steps (ORCHESTRA_WAIT_SPANS): spooled, never marked.
-    extra_spans: tuple[str, ...] = ()
 
     @property
     def span_count(self) -> int:
-        return len(self.step_spans) + len(self.extra_spans) + (self.root_span is not None)
+        return sum(1 for item in self.outgoing if item.signal == "traces")
 
     @classmethod
     def closed(cls, workflow_id: str, run_id: str, status: str | None = None) -> Capture:
         """A run given up without spans (gone from the API, or unreadable)."""
-        return cls(workflow_id, run_id, status, {}, None, run_done=True)
+        return cls(workflow_id, run_id, status, (), (), run_done=True)
 
 
 @dataclass(frozen=True)
@@ -122,7 +139,8 @@ class Spooled:
     id: int
     workflow_id: str
     run_id: str
-    payload: str
+    payload: bytes | str  # str: a span spooled as JSON by a version before schema 4
+    samples: str | None = None
 
 
 class Ledger:
@@ -247,15 +265,12 @@ class Ledger:
                 db.executemany(
                     "INSERT OR IGNORE INTO captured_steps (run_id, step_id, captured_ns) "
                     "VALUES (?, ?, ?)",
-                    [(item.run_id, step_id, now_ns) for step_id in item.step_spans],
+                    [(item.run_id, step_id, now_ns) for step_id in item.steps],
                 )
-                payloads = [*item.step_spans.values(), *item.extra_spans]
-                if item.root_span is not None:
-                    payloads.append(item.root_span)
                 db.executemany(
-                    "INSERT INTO spool (workflow_id, run_id, payload, queued_ns) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(item.workflow_id, item.run_id, payload, now_ns) for payload in payloads],
+                    "INSERT INTO spool (workflow_id, run_id, signal, payload, samples, queued_ns) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(item.workflow_id, item.run_id, *out, now_ns) for out in item.outgoing],
                 )
                 db.execute(
                     "INSERT INTO runs (workflow_id, run_id, status, first_seen_ns, done, done_ns) "
@@ -272,17 +287,18 @@ class Ledger:
                     ),
                 )
 
-    def spooled(self, limit: int, after_id: int = 0) -> list[Spooled]:
+    def spooled(self, limit: int, after_id: int = 0, signal: str = "traces") -> list[Spooled]:
         rows = self._all(
-            "SELECT id, workflow_id, run_id, payload FROM spool WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, limit),
+            "SELECT id, workflow_id, run_id, payload, samples FROM spool "
+            "WHERE id > ? AND signal = ? ORDER BY id LIMIT ?",
+            (after_id, signal, limit),
         )
         return [Spooled(*row) for row in rows]
 
     def confirm(
         self, spooled_ids: Sequence[int], metric_rows: Sequence[tuple[str, str, str]] = ()
     ) -> None:
-        """The sink confirmed these spans: they leave the spool, and their counts are kept."""
+        """The sink confirmed these records: they leave the spool, and their counts are kept."""
         with self._write() as db:
             db.executemany("DELETE FROM spool WHERE id = ?", [(i,) for i in spooled_ids])
             db.executemany(
@@ -296,8 +312,8 @@ class Ledger:
             for row in self._all("SELECT metric, labels, value FROM metric_series", ())
         ]
 
-    def pending_count(self) -> int:
-        row = self._one("SELECT count(*) FROM spool", ())
+    def pending_count(self, signal: str = "traces") -> int:
+        row = self._one("SELECT count(*) FROM spool WHERE signal = ?", (signal,))
         return int(row[0]) if row else 0
 
     def prune(self, cutoff_ns: int) -> int:

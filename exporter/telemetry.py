@@ -61,6 +61,18 @@ class Telemetry:
             ["sink"],
             registry=r,
         )
+        self.logs_exported = Counter(
+            f"{PREFIX}_logs_exported",
+            "Failure log records the sink confirmed",
+            ["sink"],
+            registry=r,
+        )
+        self.log_export_failures = Counter(
+            f"{PREFIX}_log_export_failures",
+            "Log export requests the sink did not confirm",
+            ["sink"],
+            registry=r,
+        )
         self.export_lag = Histogram(
             f"{PREFIX}_export_lag_seconds",
             "Time from a span's end to the sink's confirmation",

@@ -23,7 +23,6 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -38,6 +37,7 @@ from exporter.mapping import attributes as attr
 from exporter.mapping.content import truncate
 from exporter.mapping.ids import format_span_id, format_trace_id
 from exporter.mapping.options import MappingOptions
+from exporter.mapping.otlp import SpanSpec
 from exporter.mapping.spans import MAX_NAME_LENGTH, WorkflowInfo
 from exporter.mapping.status import run_is_terminal
 from exporter.mapping.timeparse import lenient_timestamp_ns
@@ -165,7 +165,7 @@ class _Counted:
         return self.labels[0], self.labels[1]
 
 
-def _counted(span: ReadableSpan) -> _Counted | None:
+def _counted(span: SpanSpec) -> _Counted | None:
     attributes = span.attributes or {}
     if span.context is None or attr.WORKFLOW_ID not in attributes:
         return None
@@ -183,7 +183,7 @@ def _counted(span: ReadableSpan) -> _Counted | None:
     return _Counted(STEPS, (workflow_id, workflow, node, node_type, outcome), failed, attributes)
 
 
-def samples_of(span: ReadableSpan) -> list[Sample]:
+def samples_of(span: SpanSpec) -> list[Sample]:
     """What one confirmed span contributes to the workflow metrics. Pure."""
     counted = _counted(span)
     if counted is None or span.context is None:
@@ -215,6 +215,37 @@ def samples_of(span: ReadableSpan) -> list[Sample]:
     if attributes.get(attr.GEN_AI_OPERATION_NAME) == attr.OP_CHAT:
         found.extend(_genai_samples(attributes, duration, counted.failed, ids))
     return found
+
+
+@dataclass(frozen=True)
+class SpoolFacts:
+    """What a spooled span adds on confirmation: its samples, and when it ended (lag)."""
+
+    samples: list[Sample]
+    end_ns: int | None = None
+
+
+def encode_facts(samples: Sequence[Sample], end_ns: int | None) -> str:
+    """A span's samples as the spool keeps them until confirmation: compact JSON."""
+    document: dict[str, object] = {"e": end_ns}
+    if samples:
+        first = samples[0]
+        rows = [[sample.metric.name, list(sample.labels), sample.value] for sample in samples]
+        document.update({"t": first.trace_id, "s": first.span_id, "m": rows})
+    return json.dumps(document, separators=(",", ":"))
+
+
+def decode_facts(text: str | None) -> SpoolFacts:
+    """What encode_facts wrote; rows of metrics this version lacks are left out."""
+    if not text:
+        return SpoolFacts([])
+    document = json.loads(text)
+    samples = [
+        Sample(BY_NAME[name], tuple(labels), float(value), document["t"], document["s"])
+        for name, labels, value in document.get("m", ())
+        if name in BY_NAME and len(labels) == len(BY_NAME[name].labels)
+    ]
+    return SpoolFacts(samples, document.get("e"))
 
 
 def _number(value: object) -> float | None:
@@ -337,7 +368,7 @@ class MetricBook:
             if (metric.name, full) not in self.series:
                 self.series.setdefault((metric.name, self._capped(metric, full)), Series())
 
-    def seed_spans(self, spans: Iterable[ReadableSpan]) -> None:
+    def seed_spans(self, spans: Iterable[SpanSpec]) -> None:
         """Zero series for the runs and steps of mapped spans (nodes discovery did not know)."""
         for span in spans:
             counted = _counted(span)

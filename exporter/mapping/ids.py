@@ -43,9 +43,10 @@ def wait_span_id(step_id: str) -> int:
     return _digest_int(_WAIT_PREFIX + step_id.encode("utf-8", "surrogatepass"), 8)
 
 
-def span_context(trace_id: int, span_id: int) -> SpanContext:
+def span_context(trace_id: int, span_id: int, *, remote: bool = False) -> SpanContext:
+    """Sampled: every span we build is exported. `remote`: a caller's span (traceparent)."""
     return SpanContext(
-        trace_id, span_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+        trace_id, span_id, is_remote=remote, trace_flags=TraceFlags(TraceFlags.SAMPLED)
     )
 
 

@@ -10,6 +10,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from exporter.mapping import attributes as attr
 from exporter.mapping.cost import PriceTable
+from exporter.mapping.logs import ExceptionSignal
 
 SpanNames = Literal["node", "semconv"]
 TraceparentMode = Literal["link", "parent"]
@@ -37,3 +38,7 @@ class MappingOptions:
     traceparent_mode: TraceparentMode = "link"
     prices: PriceTable | None = None  # ORCHESTRA_PRICES: no table, no cost
     wait_spans: bool = False  # ORCHESTRA_WAIT_SPANS
+    # OTEL_LOGS_EXPORTER: failed steps and runs also as OTLP log records.
+    failure_logs: bool = False
+    # OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN: exceptions as span events, logs, or both.
+    exception_signal: ExceptionSignal = "spans"

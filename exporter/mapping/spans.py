@@ -3,7 +3,7 @@
 The shape is the trace contract of docs/design.md ("Trace shape"): one trace per run, a root
 span covering its steps, one child span per step, deterministic ids, and times taken
 from the records (never from ``elapsed_time``, which is truncated to whole seconds).
-Spans are the SDK's `ReadableSpan`, which the OTLP exporters encode as they are.
+Spans are the SDK's `SpanSpec`, which the OTLP exporters encode as they are.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Final
 
-from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from exporter.mapping import attributes as attr
 from exporter.mapping.analysis import RunAnalysis, analyse
@@ -30,8 +30,10 @@ from exporter.mapping.ids import (
     trace_id_for_run,
     wait_span_id,
 )
+from exporter.mapping.logs import exception_events_on_spans, failure_log
 from exporter.mapping.nodes import NodeKind, as_mapping, generic_content, node_kind
 from exporter.mapping.options import MappingOptions
+from exporter.mapping.otlp import EventSpec, LinkSpec, SpanSpec
 from exporter.mapping.status import run_is_terminal, step_is_terminal
 from exporter.mapping.steps import (
     Problem,
@@ -72,16 +74,18 @@ class WorkflowInfo:
 class RunSpans:
     trace_id: int
     run_terminal: bool
-    steps: Mapping[str, ReadableSpan]  # step id -> span, terminal steps not already exported
-    root: ReadableSpan | None  # present only once the run is terminal
+    steps: Mapping[str, SpanSpec]  # step id -> span, terminal steps not already exported
+    root: SpanSpec | None  # present only once the run is terminal
     steps_in_flight: int
     problems: tuple[Problem, ...] = ()
     # step id -> the INTERNAL `wait` span before it (ORCHESTRA_WAIT_SPANS), new steps only
-    waits: Mapping[str, ReadableSpan] = field(default_factory=dict)
+    waits: Mapping[str, SpanSpec] = field(default_factory=dict)
     # the model of each newly mapped model step that has no price in the price table
     unpriced_models: tuple[str, ...] = ()
+    # an ERROR log record for each newly mapped failed step, and for a failed run
+    logs: tuple[LogRecord, ...] = ()
 
-    def all_spans(self) -> list[ReadableSpan]:
+    def all_spans(self) -> list[SpanSpec]:
         spans = [*self.steps.values(), *self.waits.values()]
         if self.root is not None:
             spans.append(self.root)
@@ -131,11 +135,18 @@ def map_run(
         Problem(f"model {model}", "no price in ORCHESTRA_PRICES: its steps carry no cost", False)
         for model in dict.fromkeys(unpriced)
     ]
+    failed = [(step_spans[v.step.id], v.failure) for v in new if v.failure is not None]
     root = None
     if terminal:
         root = _root_span(views, (run_start, run_end), context, problems)
+        if root is not None and (run_failure := _root_failure(run, views)) is not None:
+            failed.append((root, run_failure))
+    logs: tuple[LogRecord, ...] = ()
+    if options.failure_logs:
+        signal, limit = options.exception_signal, options.content_max_length
+        logs = tuple(failure_log(span, failure, signal, limit) for span, failure in failed)
     return RunSpans(
-        trace_id, terminal, step_spans, root, in_flight, tuple(problems), waits, unpriced
+        trace_id, terminal, step_spans, root, in_flight, tuple(problems), waits, unpriced, logs
     )
 
 
@@ -167,7 +178,7 @@ def _terminal_views(
 # --- steps -----------------------------------------------------------------------------
 
 
-def _step_span(view: StepView, context: _Run) -> ReadableSpan:
+def _step_span(view: StepView, context: _Run) -> SpanSpec:
     step, options = view.step, context.options
     attributes = _common_attributes(context.workflow, context.run)
     attributes[attr.STEP_ID] = step.id
@@ -182,12 +193,11 @@ def _step_span(view: StepView, context: _Run) -> ReadableSpan:
     if view.failure is not None:
         attributes[attr.ERROR_TYPE] = view.failure.error_type
     name = kind.semconv_name(attributes) if options.span_names == "semconv" else None
-    events = [*_queue_events(view, context), *_exception_events(view.failure, view.end_ns, options)]
-    return ReadableSpan(
+    events = (*_queue_events(view, context), *_exception_events(view.failure, view.end_ns, options))
+    return SpanSpec(
         name=truncate(name or view.node_id or "step", MAX_NAME_LENGTH),
         context=span_context(context.trace_id, step_span_id(step.id)),
         parent=span_context(context.trace_id, root_span_id(context.run.id)),
-        resource=options.resource,
         attributes=_bounded(attributes, options.content_max_length),
         events=events,
         links=_upstream_links(view, context),
@@ -195,7 +205,6 @@ def _step_span(view: StepView, context: _Run) -> ReadableSpan:
         status=_status(view.failure, options),
         start_time=view.start_ns,
         end_time=view.end_ns,
-        instrumentation_scope=options.scope,
     )
 
 
@@ -233,12 +242,12 @@ def _cost_attributes(cost: Cost, currency: str) -> Attributes:
     }
 
 
-def _queue_events(view: StepView, context: _Run) -> list[Event]:
+def _queue_events(view: StepView, context: _Run) -> tuple[EventSpec, ...]:
     runnable = context.facts.queued_at.get(view.step.id)
-    return [] if runnable is None else [Event(attr.QUEUE_EVENT, {}, timestamp=runnable)]
+    return () if runnable is None else (EventSpec(attr.QUEUE_EVENT, runnable, {}),)
 
 
-def _wait_span(view: StepView, context: _Run) -> ReadableSpan | None:
+def _wait_span(view: StepView, context: _Run) -> SpanSpec | None:
     """The gap before a step as a span of its own, for backends that show only spans."""
     waited = context.facts.waits.get(view.step.id, 0)
     if not context.options.wait_spans or waited < WAIT_SPAN_MIN_NS:
@@ -248,30 +257,28 @@ def _wait_span(view: StepView, context: _Run) -> ReadableSpan | None:
     if view.node_id:
         attributes[attr.NODE_ID] = view.node_id
     attributes[attr.STEP_WAIT] = waited / _NS
-    return ReadableSpan(
+    return SpanSpec(
         name=attr.WAIT_SPAN_NAME,
         context=span_context(context.trace_id, wait_span_id(view.step.id)),
         parent=span_context(context.trace_id, root_span_id(context.run.id)),
-        resource=context.options.resource,
         attributes=_bounded(attributes, context.options.content_max_length),
         kind=SpanKind.INTERNAL,
         start_time=view.start_ns - waited,
         end_time=view.start_ns,
-        instrumentation_scope=context.options.scope,
     )
 
 
-def _upstream_links(view: StepView, context: _Run) -> list[Link]:
+def _upstream_links(view: StepView, context: _Run) -> tuple[LinkSpec, ...]:
     links = []
     index = context.index
     for parent_node in upstream_nodes(view, index, context.workflow.graph):
         parent = index.latest_of(parent_node, before_ns=view.start_ns)
         if parent is not None:
             span = span_context(context.trace_id, step_span_id(parent.step.id))
-            links.append(Link(span, {attr.NODE_ID: truncate(parent_node, MAX_NAME_LENGTH)}))
+            links.append(LinkSpec(span, {attr.NODE_ID: truncate(parent_node, MAX_NAME_LENGTH)}))
             if len(links) == MAX_LINKS:
                 break
-    return links
+    return tuple(links)
 
 
 # --- root ------------------------------------------------------------------------------
@@ -282,7 +289,7 @@ def _root_span(
     run_window: tuple[int | None, int | None],
     context: _Run,
     problems: list[Problem],
-) -> ReadableSpan | None:
+) -> SpanSpec | None:
     workflow, run, options, caller = context.workflow, context.run, context.options, context.caller
     starts = [t for t in (run_window[0], *(v.start_ns for v in views)) if t is not None]
     ends = [t for t in (run_window[1], *(v.end_ns for v in views)) if t is not None]
@@ -314,12 +321,11 @@ def _root_span(
     if options.span_names == "semconv":
         name = f"{attr.OP_INVOKE_WORKFLOW} {name}"
     parent = caller.context if options.traceparent_mode == "parent" else None
-    links = [] if caller.context is None or parent is not None else [Link(caller.context)]
-    return ReadableSpan(
+    links = () if caller.context is None or parent is not None else (LinkSpec(caller.context, {}),)
+    return SpanSpec(
         name=truncate(name, MAX_NAME_LENGTH),
         context=span_context(context.trace_id, root_span_id(run.id)),
         parent=parent,
-        resource=options.resource,
         attributes=_bounded(attributes, options.content_max_length),
         events=_exception_events(failure, end, options),
         links=links,
@@ -327,7 +333,6 @@ def _root_span(
         status=_status(failure, options),
         start_time=start,
         end_time=end,
-        instrumentation_scope=options.scope,
     )
 
 
@@ -371,16 +376,20 @@ def _common_attributes(workflow: WorkflowInfo, run: Run) -> Attributes:
     return attributes
 
 
-def _exception_events(failure: Failure | None, at_ns: int, options: MappingOptions) -> list[Event]:
+def _exception_events(
+    failure: Failure | None, at_ns: int, options: MappingOptions
+) -> tuple[EventSpec, ...]:
     if failure is None or not failure.is_exception:
-        return []
+        return ()
+    if not exception_events_on_spans(options.exception_signal):
+        return ()  # OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN=logs: on the failure's log instead
     attributes: Attributes = {attr.EXCEPTION_MESSAGE: failure.message}
     if failure.exception_type is not None:
         attributes[attr.EXCEPTION_TYPE] = failure.exception_type
     if failure.stacktrace:
         attributes[attr.EXCEPTION_STACKTRACE] = failure.stacktrace
     bounded = _bounded(attributes, options.content_max_length)
-    return [Event(attr.EXCEPTION_EVENT, bounded, timestamp=at_ns)]
+    return (EventSpec(attr.EXCEPTION_EVENT, at_ns, bounded),)
 
 
 def _status(failure: Failure | None, options: MappingOptions) -> Status:

@@ -1,18 +1,17 @@
-"""What every span sink offers: export a batch and say plainly whether it arrived."""
+"""What every sink offers: send one framed OTLP request and say plainly whether it arrived."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Protocol
 
-from opentelemetry.sdk.trace import ReadableSpan
+from exporter.sink.encoding import Signal
 
 
 class SpanSink(Protocol):
     name: str
 
-    def export(self, spans: Sequence[ReadableSpan]) -> bool:
-        """Deliver the spans; True only when the receiving end confirmed them."""
+    def send(self, signal: Signal, request: bytes, count: int) -> bool:
+        """Deliver a framed request of `count` records; True only when it was confirmed."""
         ...
 
     def shutdown(self) -> None: ...
@@ -26,11 +25,11 @@ class TeeSink:
         self.observers = observers
         self.name = primary.name
 
-    def export(self, spans: Sequence[ReadableSpan]) -> bool:
-        delivered = self.primary.export(spans)
+    def send(self, signal: Signal, request: bytes, count: int) -> bool:
+        delivered = self.primary.send(signal, request, count)
         if delivered:
             for observer in self.observers:
-                observer.export(spans)
+                observer.send(signal, request, count)
         return delivered
 
     def shutdown(self) -> None:

@@ -1,18 +1,23 @@
-"""Console sinks: readable trace trees for people, OTLP JSON lines for programs."""
+"""Console sinks: readable trace trees for people, OTLP JSON lines for programs.
+
+Both read the framed requests the OTLP sink sends, so they show what was delivered.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from typing import TextIO
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.trace import StatusCode
 
 from exporter.mapping import attributes as attr
 from exporter.mapping.ids import format_trace_id
-from exporter.sink.encoding import to_otlp_json
+from exporter.mapping.otlp import SpanSpec, decode_span
+from exporter.sink.encoding import TRACES, Signal, parse_request, request_to_dict
 from exporter.textsafe import escape_control
 
 
@@ -27,16 +32,20 @@ class TreeSink:
         self._stream = stream or sys.stdout
         self._color = self._stream.isatty() if color is None else color
         # Steps shown while their run was in flight, so the finished run's tree is whole.
-        self._earlier: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
+        self._earlier: OrderedDict[int, list[SpanSpec]] = OrderedDict()
 
-    def export(self, spans: Sequence[ReadableSpan]) -> bool:
+    def send(self, signal: Signal, request: bytes, count: int) -> bool:
+        if signal == TRACES:
+            self.show(spans_of(request))
+        return True
+
+    def show(self, spans: Sequence[SpanSpec]) -> None:
         for lines in render_traces(self._with_earlier_steps(spans), color=self._color):
             self._stream.write("\n".join(lines) + "\n\n")
         self._stream.flush()
-        return True
 
-    def _with_earlier_steps(self, spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
-        finished = {s.context.trace_id for s in spans if s.parent is None and s.context}
+    def _with_earlier_steps(self, spans: Sequence[SpanSpec]) -> list[SpanSpec]:
+        finished = {s.context.trace_id for s in spans if _is_root(s)}
         shown = list(spans)
         for span in spans:
             trace_id = span.context.trace_id if span.context else 0
@@ -54,16 +63,17 @@ class TreeSink:
 
 
 class OtlpJsonSink:
-    """One OTLP JSON ExportTraceServiceRequest per line (the Collector's file format)."""
+    """One OTLP JSON export request per line (the Collector's file format)."""
 
     name = "otlp-json"
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stdout
 
-    def export(self, spans: Sequence[ReadableSpan]) -> bool:
-        if spans:
-            self._stream.write(to_otlp_json(spans) + "\n")
+    def send(self, signal: Signal, request: bytes, count: int) -> bool:
+        if count:
+            document = request_to_dict(parse_request(signal, request))
+            self._stream.write(json.dumps(document, ensure_ascii=False) + "\n")
             self._stream.flush()
         return True
 
@@ -71,24 +81,36 @@ class OtlpJsonSink:
         self._stream.flush()
 
 
-def render_traces(spans: Sequence[ReadableSpan], *, color: bool = False) -> list[list[str]]:
+def spans_of(request: bytes) -> list[SpanSpec]:
+    """The spans of a framed ExportTraceServiceRequest."""
+    message = ExportTraceServiceRequest()
+    message.ParseFromString(request)
+    return [
+        decode_span(span)
+        for resource in message.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+
+
+def render_traces(spans: Sequence[SpanSpec], *, color: bool = False) -> list[list[str]]:
     """One list of lines per trace, children indented under their parent."""
-    by_trace: dict[int, list[ReadableSpan]] = defaultdict(list)
+    by_trace: dict[int, list[SpanSpec]] = defaultdict(list)
     for span in spans:
         if span.context is not None:
             by_trace[span.context.trace_id].append(span)
     return [_render_trace(trace_id, group, color) for trace_id, group in by_trace.items()]
 
 
-def _render_trace(trace_id: int, spans: list[ReadableSpan], color: bool) -> list[str]:
+def _render_trace(trace_id: int, spans: list[SpanSpec], color: bool) -> list[str]:
     ids = {span.context.span_id for span in spans if span.context is not None}
-    children: dict[int | None, list[ReadableSpan]] = defaultdict(list)
+    children: dict[int | None, list[SpanSpec]] = defaultdict(list)
     for span in spans:
         parent = span.parent.span_id if span.parent is not None else None
         children[parent if parent in ids else None].append(span)
     for group in children.values():
         group.sort(key=lambda s: (s.start_time or 0, s.name))
-    root = next((s for s in spans if s.parent is None), None)
+    root = next((s for s in spans if _is_root(s)), None)
     origin = (root or min(spans, key=lambda s: s.start_time or 0)).start_time or 0
     workflow = (root.attributes or {}).get(attr.WORKFLOW_NAME) if root else None
     workflow = escape_control(workflow) if isinstance(workflow, str) else None
@@ -97,7 +119,7 @@ def _render_trace(trace_id: int, spans: list[ReadableSpan], color: bool) -> list
         header += f" (steps of a run still in flight{f': {workflow}' if workflow else ''})"
     lines = [header]
 
-    def walk(span: ReadableSpan, depth: int) -> None:
+    def walk(span: SpanSpec, depth: int) -> None:
         lines.append("  " * (depth + 1) + _describe(span, origin, color))
         if span.context is not None:
             for child in children.get(span.context.span_id, []):
@@ -108,7 +130,12 @@ def _render_trace(trace_id: int, spans: list[ReadableSpan], color: bool) -> list
     return lines
 
 
-def _describe(span: ReadableSpan, origin: int, color: bool) -> str:
+def _is_root(span: SpanSpec) -> bool:
+    # A run joined to its caller's trace has a remote parent: still the root of the run.
+    return span.parent is None or span.parent.is_remote
+
+
+def _describe(span: SpanSpec, origin: int, color: bool) -> str:
     """One line for a span; every text that came from the API is escaped."""
     attributes = span.attributes or {}
     duration_ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6

@@ -23,11 +23,16 @@ def build_sink(settings: Settings, purpose: Purpose, *, stream: TextIO | None = 
         return OtlpJsonSink(io.StringIO())
     if purpose == "demo":
         trees = TreeSink(stream)
-        return TeeSink(OtlpSink(settings.otlp_protocol), trees) if settings.otlp_enabled else trees
+        return TeeSink(_otlp(settings), trees) if settings.otlp_enabled else trees
     if not settings.otlp_enabled:
         log.info(
             "OTEL_EXPORTER_OTLP_ENDPOINT is not set: sending to the SDK default endpoint "
             "(localhost:4317 for grpc, localhost:4318 for http/protobuf)"
         )
-    # OTLP over gRPC or HTTP/protobuf, as OTEL_EXPORTER_OTLP_PROTOCOL says.
-    return OtlpSink(settings.otlp_protocol)
+    return _otlp(settings)
+
+
+def _otlp(settings: Settings) -> SpanSink:
+    """OTLP over gRPC or HTTP/protobuf, as OTEL_EXPORTER_OTLP_(TRACES_|LOGS_)PROTOCOL say."""
+    logs = settings.otlp_logs_protocol if settings.otlp_logs else None
+    return OtlpSink(settings.otlp_protocol, logs)

@@ -20,7 +20,7 @@ from opentelemetry.trace import NonRecordingSpan, set_span_in_context
 
 from exporter.mapping.attributes import METRIC_ATTRIBUTES, SCOPE_NAME
 from exporter.mapping.ids import span_context
-from exporter.sink.otlp import otlp_exporter
+from exporter.sink.transport import sdk_exporter
 from exporter.telemetry import PENDING_SPANS_METRIC, HealthState
 from exporter.workflow_metrics import DEFINITIONS, MetricBook, MetricDef, Sample
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def build_metric_exporter(protocol: str) -> MetricExporter:
-    exporter: MetricExporter = otlp_exporter(protocol, "metric_exporter", "OTLPMetricExporter")
+    exporter: MetricExporter = sdk_exporter(protocol, "metric_exporter", "OTLPMetricExporter")
     return exporter
 
 

@@ -90,6 +90,8 @@ SELF_METRICS: Final = (
     _m("orchestra_otel_api_retry_after_total", "counter"),
     _m("orchestra_otel_api_retry_after_capped_total", "counter"),
     _m("orchestra_otel_api_paused_seconds", "gauge"),
+    _m("orchestra_otel_logs_exported_total", "counter", "sink"),
+    _m("orchestra_otel_log_export_failures_total", "counter", "sink"),
 )
 
 METRICS: Final = {m.name: m for m in WORKFLOW_METRICS + SELF_METRICS}

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from exporter.mapping.cost import Price, PriceTable
 from exporter.mapping.graph import WorkflowGraph, graph_from_api, graph_from_mermaid
 from exporter.mapping.options import MappingOptions, default_scope
 from exporter.mapping.spans import WorkflowInfo, map_run
 from exporter.mapping.timeparse import parse_timestamp_ns
-from exporter.sink.encoding import to_otlp_dict
+from exporter.sink.encoding import Framer, request_to_dict, to_otlp_dict
 from exporter.source.models import Run, Step, Workflow, parse_records
 
 TESTDATA = Path(__file__).parent / "testdata"
@@ -244,7 +245,7 @@ def render(case: Case) -> dict[str, Any]:
     mapped = map_run(case.workflow, case.run, case.steps, case.options)
     reasons = [problem.reason for problem in mapped.problems]
     assert reasons == ([case.problem] if case.problem else [])
-    return to_otlp_dict(mapped.all_spans())
+    return to_otlp_dict(Framer.of(case.options.resource, case.options.scope), mapped.all_spans())
 
 
 def graph_document(graph: WorkflowGraph) -> dict[str, Any]:
@@ -350,14 +351,12 @@ def test_re_export_is_byte_identical(shared_dir: Path) -> None:
 
 
 def test_spooled_spans_come_back_identical(shared_dir: Path) -> None:
-    """Spans wait in the ledger as JSON; what leaves the spool must be what went in."""
-    from exporter.spool import decode_span, encode_span
+    """Spans wait in the ledger as OTLP bytes; a request framed from them is the golden one."""
+    from exporter.spool import outgoing_span
 
     for case in cases(shared_dir):
         mapped = map_run(case.workflow, case.run, case.steps, case.options)
-        spans = mapped.all_spans()
-        restored = [
-            decode_span(encode_span(span), case.options.resource, case.options.scope)
-            for span in spans
-        ]
-        assert to_otlp_dict(restored) == to_otlp_dict(spans), case.name
+        framer = Framer.of(case.options.resource, case.options.scope)
+        spooled = [outgoing_span(span).payload for span in mapped.all_spans()]
+        request = ExportTraceServiceRequest.FromString(framer.request(spooled))
+        assert request_to_dict(request) == to_otlp_dict(framer, mapped.all_spans()), case.name

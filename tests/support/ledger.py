@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from exporter.mapping.otlp import SpanSpec, decode_span
 
 _T = TypeVar("_T")
 
@@ -40,9 +43,13 @@ class LedgerView:
                     raise
                 time.sleep(0.05)
 
-    def spool_count(self) -> int:
-        """Spans waiting in the spool (mapped, not yet confirmed by the backend)."""
-        return self._retry(lambda db: int(db.execute("SELECT count(*) FROM spool").fetchone()[0]))
+    def spool_count(self, signal: str = "traces") -> int:
+        """Spans (or log records) waiting in the spool, not yet confirmed by the backend."""
+        return self._retry(
+            lambda db: int(
+                db.execute("SELECT count(*) FROM spool WHERE signal = ?", (signal,)).fetchone()[0]
+            )
+        )
 
     def spool_bytes(self) -> int:
         return self._retry(
@@ -51,27 +58,30 @@ class LedgerView:
             )
         )
 
-    def _spooled(self) -> list[dict[str, object]]:
-        """The spooled spans as the spool keeps them (JSON documents), in spool order."""
+    def _spooled(self) -> list[SpanSpec]:
+        """The spooled spans as the spool keeps them (OTLP Span bytes), in spool order."""
 
-        def read(db: sqlite3.Connection) -> list[dict[str, object]]:
-            rows = db.execute("SELECT payload FROM spool ORDER BY id").fetchall()
-            return [json.loads(row[0]) for row in rows]
+        def read(db: sqlite3.Connection) -> list[SpanSpec]:
+            rows = db.execute(
+                "SELECT payload FROM spool WHERE signal = 'traces' ORDER BY id"
+            ).fetchall()
+            return [decode_span(Span.FromString(row[0])) for row in rows]
 
         return self._retry(read)
 
     def spool_keys(self) -> list[tuple[str, str]]:
         """(trace_id, span_id) of each spooled span."""
-        return [(str(doc["t"]), str(doc["s"])) for doc in self._spooled()]
+        return [
+            (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
+            for span in self._spooled()
+        ]
 
     def spool_identities(self) -> list[tuple[str, str]]:
         """(trace_id, step id) of each spooled span, or (trace_id, "root") for a run's root."""
         found = []
-        for doc in self._spooled():
-            attributes = doc["a"]
-            assert isinstance(attributes, dict)
-            step = str(attributes.get("orchestra.step.id")) if doc.get("p") else "root"
-            found.append((str(doc["t"]), step))
+        for span in self._spooled():
+            step = span.attributes.get("orchestra.step.id")
+            found.append((f"{span.context.trace_id:032x}", str(step) if step else "root"))
         return found
 
     def runs(self) -> dict[str, bool]:

@@ -35,6 +35,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import (
     metrics_service_pb2,
     metrics_service_pb2_grpc,
@@ -47,6 +48,7 @@ __all__ = [
     "OtlpReceiver",
     "ReceivedEvent",
     "ReceivedLink",
+    "ReceivedLog",
     "ReceivedRequest",
     "ReceivedSpan",
 ]
@@ -55,6 +57,7 @@ ExportTraceServiceRequest = trace_service_pb2.ExportTraceServiceRequest
 ExportTraceServiceResponse = trace_service_pb2.ExportTraceServiceResponse
 
 TRACES_PATH = "/v1/traces"
+LOGS_PATH = "/v1/logs"
 METRICS_PATH = "/v1/metrics"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _PROTOBUF = "application/x-protobuf"
@@ -107,6 +110,46 @@ class ReceivedSpan:
     @property
     def key(self) -> tuple[str, str]:
         return (self.trace_id, self.span_id)
+
+
+@dataclass(frozen=True)
+class ReceivedLog:
+    """One OTLP log record as received (ids hex, attributes as Python values)."""
+
+    trace_id: str
+    span_id: str
+    time_unix_nano: int
+    severity_number: int
+    severity_text: str
+    body: Any
+    attributes: dict[str, Any]
+    event_name: str
+    protocol: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.trace_id, self.span_id)
+
+
+def flatten_logs(
+    request: logs_service_pb2.ExportLogsServiceRequest, protocol: str
+) -> list[ReceivedLog]:
+    return [
+        ReceivedLog(
+            record.trace_id.hex(),
+            record.span_id.hex(),
+            record.time_unix_nano,
+            record.severity_number,
+            record.severity_text,
+            any_value_to_python(record.body),
+            attributes_to_dict(record.attributes),
+            record.event_name,
+            protocol,
+        )
+        for resource in request.resource_logs
+        for scope in resource.scope_logs
+        for record in scope.log_records
+    ]
 
 
 @dataclass(frozen=True)
@@ -397,6 +440,22 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 MetricsHandler = Callable[[metrics_service_pb2.ExportMetricsServiceRequest, str], None]
+LogsHandler = Callable[[logs_service_pb2.ExportLogsServiceRequest, str], None]
+
+
+class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
+    """Log records are stored as they come; trace faults do not apply to them."""
+
+    def __init__(self, handle: LogsHandler) -> None:
+        self._handle = handle
+
+    def Export(
+        self,
+        request: logs_service_pb2.ExportLogsServiceRequest,
+        context: grpc.ServicerContext,
+    ) -> logs_service_pb2.ExportLogsServiceResponse:
+        self._handle(request, "grpc")
+        return logs_service_pb2.ExportLogsServiceResponse()
 
 
 class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
@@ -464,8 +523,10 @@ class _GrpcRunner:
         handle: GrpcHandler,
         max_message_bytes: int,
         handle_metrics: MetricsHandler | None = None,
+        handle_logs: LogsHandler | None = None,
     ) -> None:
         self._handle_metrics = handle_metrics
+        self._handle_logs = handle_logs
         self._executor = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="otlp-grpc")
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -482,6 +543,10 @@ class _GrpcRunner:
         if self._handle_metrics is not None:
             metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
                 _MetricsService(self._handle_metrics), server
+            )
+        if self._handle_logs is not None:
+            logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
+                _LogsService(self._handle_logs), server
             )
         return server, server.add_insecure_port(f"{host}:{port}")
 
@@ -531,6 +596,7 @@ class OtlpReceiver:
         self._requests: list[ReceivedRequest] = []
         self._spans: list[ReceivedSpan] = []
         self._metric_points: list[ReceivedMetricPoint] = []
+        self._logs: list[ReceivedLog] = []
         self._attempts: Counter[str] = Counter()
         self._attempt_times: list[tuple[str, float]] = []  # (protocol, time.monotonic())
         self._faults: deque[_Fault] = deque()
@@ -551,6 +617,7 @@ class OtlpReceiver:
                 self._handle_grpc,
                 self._max_message_bytes,
                 self._store_metrics,
+                self._store_logs,
             )
             self._grpc_port = self._grpc.port
             try:
@@ -739,6 +806,7 @@ class OtlpReceiver:
             self._requests.clear()
             self._spans.clear()
             self._metric_points.clear()
+            self._logs.clear()
             self._attempts.clear()
             self._attempt_times.clear()
             self._faults.clear()
@@ -796,6 +864,25 @@ class OtlpReceiver:
         with self._cond:
             return list(self._metric_points)
 
+    def _store_logs(
+        self, request: logs_service_pb2.ExportLogsServiceRequest, protocol: str
+    ) -> None:
+        records = flatten_logs(request, protocol)
+        with self._cond:
+            self._logs.extend(records)
+            self._cond.notify_all()
+
+    def logs(self, protocol: str | None = None) -> list[ReceivedLog]:
+        """Every log record received, in arrival order (copies of one record included)."""
+        with self._cond:
+            return [r for r in self._logs if protocol in (None, r.protocol)]
+
+    def wait_for_logs(self, n: int, timeout: float = 10.0) -> list[ReceivedLog]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._logs) >= n, timeout=timeout):
+                raise AssertionError(f"expected >= {n} log records within {timeout}s")
+            return list(self._logs)
+
     def _store(
         self,
         protocol: str,
@@ -833,6 +920,14 @@ class OtlpReceiver:
             except (DecodeError, OSError, EOFError, zlib.error) as error:
                 return _reply(HTTPStatus.BAD_REQUEST, reply_type, f"undecodable body: {error}")
             self._store_metrics(metrics_request, "http")
+            return _reply(HTTPStatus.OK, reply_type)
+        if path == LOGS_PATH and content_type == _PROTOBUF:
+            logs_request = logs_service_pb2.ExportLogsServiceRequest()
+            try:
+                logs_request.ParseFromString(_decompress(body, headers.get("content-encoding", "")))
+            except (DecodeError, OSError, EOFError, zlib.error) as error:
+                return _reply(HTTPStatus.BAD_REQUEST, reply_type, f"undecodable body: {error}")
+            self._store_logs(logs_request, "http")
             return _reply(HTTPStatus.OK, reply_type)
         if path != TRACES_PATH:
             return _reply(HTTPStatus.NOT_FOUND, reply_type, f"no such path {path!r}")

@@ -40,7 +40,6 @@ from exporter.mapping.spans import (
     map_run,
 )
 from exporter.poller import Poller, PollSettings
-from exporter.sink.encoding import to_protobuf
 from exporter.source.client import OrchestraClient
 from exporter.source.models import Run, Step, parse_records
 from exporter.state import Capture, Ledger
@@ -284,7 +283,7 @@ def test_lists_hold_at_most_max_list_items_each_cut() -> None:
     assert len(reasons) == MAX_LIST_ITEMS == 32
     for reason in reasons:
         _assert_cut(reason, 50)
-    encoded = to_protobuf([span]).resource_spans[0].scope_spans[0].spans[0]
+    encoded = span.encode()
     by_key = {kv.key: kv.value for kv in encoded.attributes}
     assert len(by_key["gen_ai.response.finish_reasons"].array_value.values) == MAX_LIST_ITEMS
 
@@ -327,7 +326,7 @@ def test_a_fan_in_of_200_parents_links_to_max_links(source: str) -> None:
     assert set(linked) <= parent_ids, "every link points at a parent step's span"
     for link in join.links:
         assert link.context.trace_id == result.trace_id
-    encoded = to_protobuf([join]).resource_spans[0].scope_spans[0].spans[0]
+    encoded = join.encode()
     assert len(encoded.links) == MAX_LINKS
     # Parents link to nothing: the bound is on what one span carries, not a global one.
     assert all(len(span.links) == 0 for step_id, span in result.steps.items() if step_id != "join")

@@ -25,12 +25,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import StatusCode
 
 from exporter.mapping.graph import EMPTY_GRAPH, WorkflowGraph, graph_from_api
+from exporter.mapping.otlp import SpanSpec, decode_span
 from exporter.mapping.spans import (
     MAX_LINKS,
     MAX_LIST_ITEMS,
@@ -40,9 +41,9 @@ from exporter.mapping.spans import (
     WorkflowInfo,
     map_run,
 )
-from exporter.sink.encoding import to_otlp_dict, to_protobuf
+from exporter.sink.encoding import Framer, to_otlp_dict
 from exporter.source.models import Run, Step, Workflow, parse_records, replace_lone_surrogates
-from exporter.spool import decode_span, encode_span
+from exporter.spool import outgoing_span
 
 PROPERTY_SETTINGS = settings(
     max_examples=200,
@@ -61,6 +62,7 @@ UNKNOWN_STATUSES = ("weird", "succeeded", "complete", "fail", "", "   ", "DONE")
 
 RESOURCE = Resource({"service.name": "orchestra"})
 SCOPE = InstrumentationScope("orchestra-otel", "0.0-test")
+FRAMER = Framer.of(RESOURCE, SCOPE)
 
 # --- strategies ------------------------------------------------------------------------
 
@@ -506,12 +508,12 @@ def skipped_steps(result: RunSpans, *, duplicates: bool = True) -> set[str]:
     }
 
 
-def otlp_bytes(spans: Sequence[ReadableSpan]) -> bytes:
-    return to_protobuf(spans).SerializeToString(deterministic=True)
+def otlp_bytes(spans: Sequence[SpanSpec]) -> bytes:
+    return FRAMER.request([span.encode().SerializeToString() for span in spans])
 
 
-def otlp_json(spans: Sequence[ReadableSpan]) -> bytes:
-    return json.dumps(to_otlp_dict(spans), ensure_ascii=False).encode()
+def otlp_json(spans: Sequence[SpanSpec]) -> bytes:
+    return json.dumps(to_otlp_dict(FRAMER, spans), ensure_ascii=False).encode()
 
 
 # --- properties ------------------------------------------------------------------------
@@ -724,7 +726,7 @@ def check_statuses(run: Run, steps: list[Step], result: RunSpans, limit: int) ->
 EXCEPTION_NAME = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|Timeout|Failure|Exit)")
 
 
-def check_status(span: ReadableSpan, failed: bool, limit: int) -> None:
+def check_status(span: SpanSpec, failed: bool, limit: int) -> None:
     attributes = span.attributes or {}
     expected = StatusCode.ERROR if failed else StatusCode.UNSET
     assert span.status.status_code is expected, (span.name, dict(attributes))
@@ -757,7 +759,7 @@ def check_determinism(case: Case, everything: RunSpans, partial: RunSpans) -> No
     assert otlp_bytes(spans) == otlp_bytes(again)
     assert otlp_json(spans) == otlp_json(again)
     # The spool keeps a span as it is: what leaves it is what went in.
-    restored = [decode_span(encode_span(span), RESOURCE, SCOPE) for span in spans]
+    restored = [decode_span(Span.FromString(outgoing_span(span).payload)) for span in spans]
     assert otlp_bytes(restored) == otlp_bytes(spans)
     # Already-exported steps are left out, and the others do not change.
     assert set(partial.steps) == set(everything.steps) - case.already
@@ -848,7 +850,7 @@ def test_event_and_link_attribute_text_is_bounded_too() -> None:
 )
 def test_timestamps_outside_the_otlp_range_still_encode(when: str) -> None:
     result = _map([_step("a", start_time=when, end_time=None)])
-    to_protobuf(result.all_spans())  # must not raise
+    [span.encode() for span in result.all_spans()]  # must not raise
 
 
 def test_lone_surrogates_in_records_still_encode() -> None:
@@ -857,8 +859,8 @@ def test_lone_surrogates_in_records_still_encode() -> None:
     result = _map([replace_lone_surrogates(raw)])
     spans = result.all_spans()
     for span in spans:
-        encode_span(span).encode("utf-8")  # what sqlite3 does with the spool payload
-    to_protobuf(spans)
+        outgoing_span(span).samples.encode("utf-8")  # what sqlite3 does with the spool text
+    [span.encode().SerializeToString() for span in spans]
 
 
 def test_integer_attributes_fit_in_otlp() -> None:
@@ -868,7 +870,7 @@ def test_integer_attributes_fit_in_otlp() -> None:
         outputs={"object": "chat.completion", "usage": {"prompt_tokens": 10**20}},
     )
     span = _map([step]).steps["a"]
-    encoded = to_protobuf([span]).resource_spans[0].scope_spans[0].spans[0]
+    encoded = span.encode()
     assert len(encoded.attributes) == len(span.attributes or {})
 
 
