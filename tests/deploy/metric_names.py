@@ -66,8 +66,8 @@ WORKFLOW_METRICS: Final = (
 
 WORKFLOW_METRICS += (
     _m("orchestra_cost_total", "counter", "workflow_id", "workflow", "model", "currency"),
-    _m("orchestra_step_wait_seconds", "histogram", "workflow_id", "workflow"),
-    _m("orchestra_run_overhead_seconds", "histogram", "workflow_id", "workflow"),
+    _m("orchestra_step_wait_seconds", "histogram", "workflow_id", "workflow", exemplars=True),
+    _m("orchestra_run_overhead_seconds", "histogram", "workflow_id", "workflow", exemplars=True),
 )
 
 # The daemon's own metrics.

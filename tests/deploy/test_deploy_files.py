@@ -271,6 +271,14 @@ def _mounts(service: Mapping[str, Any]) -> dict[str, Path]:
     return {v["target"]: Path(v["source"]) for v in service["volumes"] if v["type"] == "bind"}
 
 
+def _grafana_datasources(provisioning: Path) -> list[dict[str, Any]]:
+    return [
+        ds
+        for file in sorted((provisioning / "datasources").glob("*.y*ml"))
+        for ds in yaml.safe_load(file.read_text(encoding="utf-8"))["datasources"]
+    ]
+
+
 def test_compose_prometheus_alertmanager_and_grafana_wiring(compose_bin: Path, tmp_path: Path):
     """Prometheus scrapes the exporter service, loads the rules and sends alerts to the
     Alertmanager service, which reads deploy/alertmanager/alertmanager.yml and reaches the
@@ -316,15 +324,129 @@ def test_compose_prometheus_alertmanager_and_grafana_wiring(compose_bin: Path, t
     assert dashboards
     for target in dashboards:
         assert PurePosixPath(target).parent in provider_paths, target
-    datasources = [
-        ds
-        for file in sorted((provisioning / "datasources").glob("*.y*ml"))
-        for ds in yaml.safe_load(file.read_text(encoding="utf-8"))["datasources"]
-    ]
+    datasources = _grafana_datasources(provisioning)
     by_uid = {ds["uid"]: ds["url"] for ds in datasources}
-    for uid in ("tempo", "prometheus"):
+    for uid in ("tempo", "loki", "prometheus"):
         host = by_uid[uid].split("//", 1)[1].split(":", 1)[0]
         assert host in services, f"data source {uid} points at {by_uid[uid]}"
+
+
+LOKI_CONFIG = COMPOSE_DIR / "loki.yaml"
+LOKI_OTLP_PATH = "/otlp/v1/logs"  # Loki 3.x: OTLP logs over HTTP only
+
+
+def _schema_version(entry: Mapping[str, Any]) -> int:
+    return int(str(entry.get("schema", "v0")).removeprefix("v"))
+
+
+def loki_problems(config: Mapping[str, Any]) -> list[str]:
+    """What the compose stack's Loki needs to take the daemon's OTLP log records and keep
+    them (no Loki binary is available here to run `loki -verify-config`)."""
+    problems: list[str] = []
+    if config.get("auth_enabled") is not False:
+        problems.append("auth_enabled must be false: the daemon sends no X-Scope-OrgID")
+    if not isinstance((config.get("server") or {}).get("http_listen_port"), int):
+        problems.append("server.http_listen_port is not set")
+    limits = config.get("limits_config") or {}
+    if limits.get("allow_structured_metadata") is not True:
+        problems.append("OTLP ingestion needs limits_config.allow_structured_metadata: true")
+    schemas = (config.get("schema_config") or {}).get("configs") or []
+    if not schemas:
+        problems.append("no schema_config")
+    else:
+        latest = max(schemas, key=lambda entry: str(entry.get("from", "")))
+        if latest.get("store") != "tsdb" or _schema_version(latest) < 13:
+            problems.append("structured metadata (trace_id, span_id) needs schema v13 on tsdb")
+    common = config.get("common") or {}
+    prefix = str(common.get("path_prefix") or "")
+    directories = {
+        "chunks_directory": ((common.get("storage") or {}).get("filesystem") or {}).get(
+            "chunks_directory"
+        ),
+        "rules_directory": ((common.get("storage") or {}).get("filesystem") or {}).get(
+            "rules_directory"
+        ),
+        "compactor.working_directory": (config.get("compactor") or {}).get("working_directory"),
+    }
+    for name, directory in directories.items():
+        if not prefix or not str(directory or "").startswith(prefix.rstrip("/") + "/"):
+            problems.append(f"{name} is not under path_prefix {prefix!r} (the volume)")
+    compactor = config.get("compactor") or {}
+    if compactor.get("retention_enabled") and not compactor.get("delete_request_store"):
+        problems.append("retention needs compactor.delete_request_store (Loki 3 refuses)")
+    if not limits.get("retention_period"):
+        problems.append("no retention_period: records would be kept forever")
+    return problems
+
+
+def test_loki_config() -> None:
+    assert loki_problems(yaml.safe_load(LOKI_CONFIG.read_text(encoding="utf-8"))) == []
+
+
+LOKI_BREAKAGES = [
+    ("multi-tenant", lambda c: c.update(auth_enabled=True)),
+    (
+        "no structured metadata",
+        lambda c: c["limits_config"].update(allow_structured_metadata=False),
+    ),
+    ("old schema", lambda c: c["schema_config"]["configs"][0].update(schema="v12")),
+    ("boltdb", lambda c: c["schema_config"]["configs"][0].update(store="boltdb-shipper")),
+    (
+        "chunks outside the volume",
+        lambda c: c["common"]["storage"]["filesystem"].update(chunks_directory="/tmp/chunks"),
+    ),
+    ("retention without a delete store", lambda c: c["compactor"].pop("delete_request_store")),
+    ("no port", lambda c: c["server"].pop("http_listen_port")),
+]
+
+
+@pytest.mark.parametrize(("breakage", "edit"), LOKI_BREAKAGES, ids=[b[0] for b in LOKI_BREAKAGES])
+def test_loki_check_catches_breakage(breakage: str, edit: Any) -> None:
+    config = yaml.safe_load(LOKI_CONFIG.read_text(encoding="utf-8"))
+    edit(config)
+    assert loki_problems(config), breakage
+
+
+def test_compose_sends_the_failure_logs_to_loki(compose_bin: Path, tmp_path: Path):
+    """The daemon's OTLP log records go to the Loki service over HTTP, on the port Loki's
+    config listens on, and Loki keeps them in its volume; Grafana's loki data source reads
+    the same service."""
+    model = compose_model(compose_bin, COMPOSE_DIR / "tempo-grafana.yml", tmp_path, "demo")
+    services = model["services"]
+    loki = services["loki"]
+    config_file = next(
+        arg.split("=", 1)[1] for arg in loki["command"] if arg.startswith("-config.file=")
+    )
+    assert _mounts(loki)[config_file] == LOKI_CONFIG
+    config = yaml.safe_load(LOKI_CONFIG.read_text(encoding="utf-8"))
+    port = config["server"]["http_listen_port"]
+    volumes = {v["target"]: v for v in loki["volumes"]}
+    prefix = config["common"]["path_prefix"]
+    assert volumes[prefix]["type"] == "volume" and volumes[prefix]["source"] in model["volumes"]
+    assert str(port) in loki["healthcheck"]["test"][-1]
+
+    env = services[EXPORTER_SERVICE]["environment"]
+    endpoint = env["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"]
+    assert endpoint == f"http://loki:{port}{LOKI_OTLP_PATH}"
+    assert env["OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"] == "http/protobuf"
+    assert env.get("OTEL_LOGS_EXPORTER", "otlp") == "otlp"
+    # The traces still go to Tempo over gRPC.
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://tempo:4317"
+
+    grafana = services["grafana"]
+    assert "loki" in grafana["depends_on"]
+    provisioning = _mounts(grafana)["/etc/grafana/provisioning"]
+    datasources = _grafana_datasources(provisioning)
+    (loki_source,) = [ds for ds in datasources if ds["type"] == "loki"]
+    assert loki_source["url"] == f"http://loki:{port}"
+
+
+def test_jaeger_compose_sends_no_logs(compose_bin: Path, tmp_path: Path):
+    """Jaeger stores no logs: the daemon must not send its OTLP log records there."""
+    model = compose_model(compose_bin, COMPOSE_DIR / "jaeger.yml", tmp_path, "demo")
+    env = model["services"][EXPORTER_SERVICE]["environment"]
+    assert env["OTEL_LOGS_EXPORTER"] == "none"
+    assert not any(key.startswith("OTEL_EXPORTER_OTLP_LOGS_") for key in env)
 
 
 def test_compose_run_mode_without_a_key_says_so(compose_bin: Path, tmp_path: Path):

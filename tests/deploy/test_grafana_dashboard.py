@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,7 @@ def test_datasource_provisioning() -> None:
     assert sources["prometheus"]["type"] == "prometheus"
     assert sources["tempo"]["type"] == "tempo"
     assert sources["jaeger"]["type"] == "jaeger"
+    assert sources["loki"]["type"] == "loki"
     assert sum(1 for s in sources.values() if s.get("isDefault")) == 1
     destinations = sources["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
     assert {"name": "trace_id", "datasourceUid": "tempo"} in destinations
@@ -216,6 +218,97 @@ def test_datasource_provisioning() -> None:
     variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
     assert variables["DS_PROMETHEUS"]["current"]["value"] == "prometheus"
     assert variables["DS_TRACES"]["current"]["value"] in {"tempo", "jaeger"}
+
+
+# ------------------------------------------------------------------- logs and traces
+# Loki's OTLP ingestion stores a log record's trace and span ids as the structured metadata
+# trace_id and span_id, and the resource attribute service.name as the label service_name.
+LOKI_TRACE_ID = "trace_id"
+LOKI_SPAN_ID = "span_id"
+
+_GO_ENV = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z0-9_]+)|([*#$@!?-]))")
+
+
+def grafana_interpolate(value: str, env: Mapping[str, str]) -> str:
+    """What Grafana's provisioning does to every string (pkg/services/provisioning/values):
+    split at `$$`, os.ExpandEnv each part, join with `$`."""
+
+    def expand(part: str) -> str:
+        return _GO_ENV.sub(
+            lambda m: env.get(next(g for g in m.groups() if g is not None), ""), part
+        )
+
+    return "$".join(expand(part) for part in value.split("$$"))
+
+
+def strings_in(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, Mapping):
+        for value in node.values():
+            yield from strings_in(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from strings_in(value)
+
+
+def provisioned_datasources(env: Mapping[str, str]) -> dict[str, Any]:
+    """The data sources as Grafana sees them after interpolating `env` (by uid)."""
+
+    def interpolated(node: Any) -> Any:
+        if isinstance(node, str):
+            return grafana_interpolate(node, env)
+        if isinstance(node, Mapping):
+            return {key: interpolated(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [interpolated(value) for value in node]
+        return node
+
+    config = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))
+    return {source["uid"]: interpolated(source) for source in config["datasources"]}
+
+
+def test_grafana_interpolation_model() -> None:
+    env = {"HOME": "/root", "__value": "oops"}
+    assert grafana_interpolate("$HOME and ${HOME}", env) == "/root and /root"
+    assert grafana_interpolate("$${__value.raw}", env) == "${__value.raw}"
+    assert grafana_interpolate("${__value.raw}", env) == ""  # the unescaped macro is lost
+    assert grafana_interpolate("{$${__tags}} | x", {}) == "{${__tags}} | x"
+
+
+def test_provisioning_escapes_every_grafana_macro() -> None:
+    """Grafana expands $NAME and ${NAME} from its environment in provisioning files: every
+    `$` of a macro must be written `$$`, or the macro silently becomes an empty string."""
+    config = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))
+    env = {"HOME": "/home/grafana", "GF_PATHS_DATA": "/var/lib/grafana"}
+    for text in strings_in(config):
+        assert grafana_interpolate(text, env) == text.replace("$$", "$"), text
+
+
+def test_logs_link_to_their_traces_and_spans_to_their_logs() -> None:
+    sources = provisioned_datasources({})
+    loki, tempo = sources["loki"], sources["tempo"]
+    assert loki["url"].split("//", 1)[1].split(":", 1)[0] == "loki"
+
+    # Loki -> Tempo: the record's trace_id (structured metadata, matched as a label).
+    (derived,) = loki["jsonData"]["derivedFields"]
+    assert derived["matcherType"] == "label"
+    assert derived["matcherRegex"] == LOKI_TRACE_ID
+    assert derived["datasourceUid"] == "tempo" and derived["datasourceUid"] in sources
+    assert derived["url"] == "${__value.raw}"
+
+    # Tempo -> Loki: the records of exactly this span, found by their structured metadata
+    # (a custom query: Grafana's own trace and span id filters search the log line).
+    links = tempo["jsonData"]["tracesToLogsV2"]
+    assert links["datasourceUid"] == "loki"
+    assert links["customQuery"] is True
+    assert {"key": "service.name", "value": "service_name"} in links["tags"]
+    query = links["query"]
+    assert query.startswith("{${__tags}}")
+    assert f'| {LOKI_TRACE_ID}="${{__span.traceId}}"' in query
+    assert f'| {LOKI_SPAN_ID}="${{__span.spanId}}"' in query
+    assert links["spanStartTimeShift"].startswith("-")
+    assert not links["spanEndTimeShift"].startswith("-")
 
 
 def test_dashboard_provisioning() -> None:

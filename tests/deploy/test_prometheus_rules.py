@@ -35,6 +35,7 @@ EXPECTED_ALERTS = {
     "OrchestraRunStuck",
     "OrchestraWorkflowErrorBudgetFastBurn",
     "OrchestraWorkflowErrorBudgetSlowBurn",
+    "OrchestraWorkflowSpendHigh",
     "OrchestraExporterDown",
     "OrchestraExporterNoSuccessfulPoll",
     "OrchestraExporterApiAuthFailing",
@@ -44,7 +45,12 @@ EXPECTED_ALERTS = {
 WORKFLOW_ALERTS = {name for name in EXPECTED_ALERTS if not name.startswith("OrchestraExporter")}
 STEP_ALERT = "OrchestraStepFailed"
 # Settings: recording rules whose per-workflow overrides carry a workflow_id label.
-SETTINGS = {"orchestra:run_stuck_threshold_seconds", "orchestra:run_success_objective:ratio"}
+SETTINGS = {
+    "orchestra:run_stuck_threshold_seconds",
+    "orchestra:run_success_objective:ratio",
+    "orchestra:spend_threshold:increase1h",
+}
+SPEND_ALERT = "OrchestraWorkflowSpendHigh"
 README = PROMETHEUS_DIR / "README.md"
 
 
@@ -168,6 +174,7 @@ def test_the_settings_are_defaults_that_records_per_workflow_override() -> None:
     recorded = recordings()
     assert recorded["orchestra:run_stuck_threshold_seconds"].strip() == "vector(1800)"
     assert recorded["orchestra:run_success_objective:ratio"].strip() == "vector(0.99)"
+    assert recorded["orchestra:spend_threshold:increase1h"].strip() == "vector(10)"
     for setting in SETTINGS:
         users = [name for name, expr in recorded.items() if setting in recorded_names(expr)]
         assert len(users) == 1, (setting, users)
@@ -267,6 +274,23 @@ def test_every_alert_has_a_runbook_section() -> None:
         section = text.split(f"### {name}\n", 1)[1].split("\n### ", 1)[0]
         assert "What to do" in section, name
         assert "Where to look" in section, name
+
+
+def test_the_spend_alert_is_per_workflow_and_currency_with_an_example_threshold() -> None:
+    """Spend is summed over the models of a workflow, never across currencies, and the
+    shipped threshold is said to be an example wherever a user meets it."""
+    spend = recordings()["workflow_currency:orchestra_cost:increase1h"]
+    assert "sum by (workflow_id, workflow, currency)" in spend
+    assert "increase(orchestra_cost_total[1h])" in spend
+    alert = alerts()[SPEND_ALERT]
+    assert "workflow_currency:orchestra_cost:increase1h" in alert["expr"]
+    assert "workflow:orchestra_spend_threshold:increase1h" in alert["expr"]
+    assert "{{ $labels.currency }}" in alert["annotations"]["summary"]
+    rules_text = RULES.read_text(encoding="utf-8")
+    default_comment = rules_text.split("- record: orchestra:spend_threshold:increase1h", 1)[0]
+    assert "EXAMPLE default" in default_comment.rsplit("\n\n", 1)[-1]
+    section = README.read_text(encoding="utf-8").split(f"### {SPEND_ALERT}\n", 1)[1]
+    assert "example" in section.split("\n### ", 1)[0].lower()
 
 
 @pytest.mark.parametrize("config", sorted(TARGETS), ids=lambda path: path.name)
