@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlparse
@@ -291,6 +292,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     env = {k: v for k, v in os.environ.items() if k not in _DEPLOYMENT_ONLY}
     for name, value in _DEMO_DEFAULTS.items():
         env.setdefault(name, value)
+    # Placeholder prices (packaged with the emulator), so the demo's trees show cost.
+    prices = resources.files("exporter.emulator") / "data" / "demo-prices.yaml"
+    env.setdefault("ORCHESTRA_PRICES", str(prices))
     env["ORCHESTRA_STATE_PATH"] = str(state_dir / "ledger.db")
     flags = _flags(args)
     emulator = Emulator(demo_scenario(), port=args.port, api_key=DEMO_API_KEY)

@@ -15,6 +15,7 @@ from contextlib import aclosing
 from typing import TypeVar
 
 from exporter.errors import ApiNotFoundError, ApiResponseTooLargeError
+from exporter.mapping.ids import trace_id_for_run
 from exporter.mapping.options import MappingOptions
 from exporter.mapping.spans import RunSpans, WorkflowInfo, map_run
 from exporter.mapping.timeparse import lenient_timestamp_ns
@@ -119,7 +120,10 @@ class Collector:
             return await self._client.get_run(workflow_id, run_id)
         except ApiNotFoundError:
             # Gone from the API: close it, or it would be asked for at every poll.
-            self._reporter.once(f"run {run_id}", "tracked run no longer exists (404)")
+            trace_id = trace_id_for_run(run_id)
+            self._reporter.once(
+                f"run {run_id}", "tracked run no longer exists (404)", trace_id=trace_id
+            )
             self._ledger.capture([Capture.closed(workflow_id, run_id)], now_ns)
             return None
 
@@ -141,7 +145,7 @@ class Collector:
             return Capture.closed(info.workflow_id, run.id, run.status)
         mapped = map_run(info, run, steps, self._options, already_exported=captured)
         self._observer.mapped(mapped)
-        self._reporter.mapping_problems(info.workflow_id, mapped.problems)
+        self._reporter.mapping_problems(info.workflow_id, mapped.problems, mapped.trace_id)
         self._reporter.unpriced(mapped.unpriced_models)
         if not mapped.run_terminal:
             result.runs_in_flight += 1
@@ -153,7 +157,10 @@ class Collector:
         if tries < MAX_UNREADABLE_TRIES:
             return False
         self._reporter.skipped("run")
-        self._reporter.once(f"run {run.id}", f"skipped after {tries} tries: {exc}")
+        trace_id = trace_id_for_run(run.id)
+        self._reporter.once(
+            f"run {run.id}", f"skipped after {tries} tries: {exc}", trace_id=trace_id
+        )
         return True
 
 

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Final
 
+from exporter.mapping.ids import format_trace_id
 from exporter.mapping.steps import Problem
 from exporter.source.models import RejectedRecord
 from exporter.telemetry import Telemetry
@@ -35,15 +36,20 @@ class ProblemReporter:
         self._models: set[str] = set()
         self.skipped_records = 0
 
-    def once(self, record: str, reason: str) -> bool:
-        """Log the problem unless it was said before; True when it was said now."""
+    def once(self, record: str, reason: str, *, trace_id: int | None = None) -> bool:
+        """Log the problem unless it was said before; True when it was said now.
+
+        `trace_id`: the run's trace, written as `trace_id` in JSON logs, so a log line
+        about a run links to the run's trace (Grafana, Loki, Elastic).
+        """
         key = (record, reason)
         if key in self._reported:
             return False
         if len(self._reported) > MAX_REMEMBERED:
             self._reported.clear()
         self._reported.add(key)
-        log.warning("%s: %s", record, reason)
+        extra = {"trace_id": format_trace_id(trace_id)} if trace_id is not None else None
+        log.warning("%s: %s", record, reason, extra=extra)
         return True
 
     def skipped(self, kind: str, count: int = 1) -> None:
@@ -68,11 +74,14 @@ class ProblemReporter:
             return model
         return "other"
 
-    def mapping_problems(self, workflow_id: str, problems: Sequence[Problem]) -> None:
+    def mapping_problems(
+        self, workflow_id: str, problems: Sequence[Problem], trace_id: int | None = None
+    ) -> None:
         for problem in problems:
             if problem.skipped:
                 self.skipped(problem.record.split(" ", 1)[0])
             action = "skipped" if problem.skipped else "exported with what is valid"
-            said = self.once(problem.record, f"{problem.reason} ({action}; {workflow_id})")
+            reason = f"{problem.reason} ({action}; {workflow_id})"
+            said = self.once(problem.record, reason, trace_id=trace_id)
             if said and problem.counted is not None:
                 self.skipped(problem.counted)  # a run mapped at every poll counts once

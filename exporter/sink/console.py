@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -154,6 +154,7 @@ def _describe(span: SpanSpec, origin: int, color: bool) -> str:
         )
     if attr.GEN_AI_TOOL_NAME in attributes:
         details.append(str(attributes[attr.GEN_AI_TOOL_NAME]))
+    details.extend(_time_and_money(attributes))
     name = escape_control(span.name)
     text = f"{name}  {_format_ms(duration_ms)} at +{_format_ms(offset_ms)}  {mark}"
     if details:
@@ -161,6 +162,19 @@ def _describe(span: SpanSpec, origin: int, color: bool) -> str:
     if failed and span.status.description:
         text += f"  -- {escape_control(span.status.description)}"
     return text
+
+
+def _time_and_money(attributes: Mapping[str, object]) -> list[str]:
+    """Where the time went and what it cost: the wait before a step, a run's overhead."""
+    found = []
+    for key, label in ((attr.STEP_WAIT, "waited"), (attr.RUN_OVERHEAD, "overhead")):
+        seconds = attributes.get(key)
+        if isinstance(seconds, (int, float)):
+            found.append(f"{label} {_format_ms(seconds * 1000)}")
+    cost = attributes.get(attr.COST_TOTAL)
+    if isinstance(cost, (int, float)):
+        found.append(f"cost {cost:.6f} {attributes.get(attr.COST_CURRENCY, '')}".rstrip())
+    return found
 
 
 def _format_ms(value: float) -> str:
