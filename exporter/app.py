@@ -210,6 +210,7 @@ def open_runtime(
             shard=settings.shard,
             export_batch_size=settings.export_batch_size,
             retention_s=settings.retention,
+            schedule=settings.schedule,
         ),
         telemetry=telemetry,
     )

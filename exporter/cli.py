@@ -27,6 +27,7 @@ from exporter.mapping.graph import graph_from_api
 from exporter.mapping.spans import WorkflowInfo, map_run
 from exporter.mapping.timeparse import lenient_timestamp_ns
 from exporter.results import PollResult
+from exporter.schedule import PollSchedule
 from exporter.scheduler import Daemon
 from exporter.sink.base import SpanSink
 from exporter.sink.encoding import Framer, to_otlp_json
@@ -209,22 +210,25 @@ async def _daemon(
     any_port_if_busy: bool = False,
 ) -> int:
     runtime = open_runtime(settings, sink, api_key)
+    schedule = settings.schedule
     log.info(
-        "orchestra-otel %s: polling %s every %gs, exporting to %s",
+        "orchestra-otel %s: polling %s %s; exporting to %s",
         __version__,
         settings.shown_base_url,
-        settings.poll_interval,
+        runtime.poller.schedule.describe(),
         sink.name,
     )
 
     async def poll() -> None:
         await runtime.poll_and_log()
 
+    runtime.telemetry.poll_tick.set(schedule.tick_s)
     daemon = Daemon(
         poll,
         runtime.discover,
-        poll_interval=settings.poll_interval,
+        poll_interval=schedule.tick_s,
         discovery_interval=settings.discovery_interval,
+        on_overrun=runtime.telemetry.poll_overruns.inc,
     )
     server = None
     try:
@@ -277,6 +281,8 @@ _DEPLOYMENT_ONLY: Final = frozenset(
 )
 _DEMO_DEFAULTS: Final = {
     "ORCHESTRA_POLL_INTERVAL": "2",
+    # The demo's workflows run every few seconds; none backs off for long.
+    "ORCHESTRA_POLL_INTERVAL_MAX": "8",
     "ORCHESTRA_DISCOVERY_INTERVAL": "60",
     "ORCHESTRA_LOOKBACK": "900",
 }
@@ -392,6 +398,7 @@ async def _check(settings: Settings) -> int:
             await runtime.close()
     otlp_ok, detail = await asyncio.to_thread(_check_otlp, settings)
     print(f"OTLP endpoint: {'ok' if otlp_ok else 'FAILED'}, {detail}")
+    print(f"polling: {PollSchedule(settings.schedule).describe()}")
     if settings.http_addr is None:
         print("metrics endpoint: off (ORCHESTRA_HTTP_ADDR=off)")
     else:

@@ -33,11 +33,13 @@ from exporter.mapping.cost import PriceTable
 from exporter.mapping.logs import ExceptionSignal
 from exporter.mapping.options import DEFAULT_PROVIDER, SpanNames, TraceparentMode
 from exporter.prices import load_price_table
+from exporter.schedule import ScheduleSettings
 from exporter.sink.otlp import PROTOCOLS, otlp_endpoint, otlp_protocol
 from exporter.source.body import DEFAULT_MAX_RECORDS, DEFAULT_MAX_RESPONSE_BYTES
 from exporter.source.client import DEFAULT_BASE_URL, MAX_PAGE_SIZE
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+DEFAULT_MAX_INTERVAL_S: Final = 300.0
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,10 @@ KEYS: Final = (
     Key("api_key", "ORCHESTRA_API_KEY", "bearer token (prefer the file or the environment)"),
     Key("api_key_file", "ORCHESTRA_API_KEY_FILE", "file holding the bearer token"),
     Key("workflows", "ORCHESTRA_WORKFLOWS", "'all' or comma-separated workflow ids"),
-    Key("poll_interval", "ORCHESTRA_POLL_INTERVAL", "seconds between polls"),
+    Key("poll_interval", "ORCHESTRA_POLL_INTERVAL", "seconds between polls of an active workflow"),
+    Key("poll_interval_min", "ORCHESTRA_POLL_INTERVAL_MIN", "seconds between polls, run in flight"),
+    Key("poll_interval_max", "ORCHESTRA_POLL_INTERVAL_MAX", "most seconds between idle polls"),
+    Key("poll_active_window", "ORCHESTRA_POLL_ACTIVE_WINDOW", "seconds active after a run"),
     Key(
         "lookback", "ORCHESTRA_LOOKBACK", "on first start, export runs that ended this recently (s)"
     ),
@@ -112,6 +117,11 @@ class Settings(BaseModel):
     api_key_file: Path | None = None
     workflows: tuple[str, ...] = ()  # empty: all
     poll_interval: float = Field(30.0, gt=0, le=86_400, allow_inf_nan=False)
+    # None: the poll interval (no faster polling while a run is in flight).
+    poll_interval_min: float | None = Field(None, gt=0, le=86_400, allow_inf_nan=False)
+    # None: 300 s, or the poll interval when that is longer (no back-off then).
+    poll_interval_max: float | None = Field(None, gt=0, le=86_400, allow_inf_nan=False)
+    poll_active_window: float = Field(300.0, ge=0, le=7 * 86_400, allow_inf_nan=False)
     lookback: float = Field(3600.0, ge=0, allow_inf_nan=False)
     state_path: Path = Path("./orchestra-otel.db")
     capture_content: bool = False
@@ -218,6 +228,16 @@ class Settings(BaseModel):
         if value not in PROTOCOLS:
             raise ValueError(f"must be one of {', '.join(PROTOCOLS)}")
         return value
+
+    @property
+    def schedule(self) -> ScheduleSettings:
+        interval = self.poll_interval
+        return ScheduleSettings(
+            interval_s=interval,
+            min_interval_s=min(self.poll_interval_min or interval, interval),
+            max_interval_s=max(self.poll_interval_max or DEFAULT_MAX_INTERVAL_S, interval),
+            active_window_s=self.poll_active_window,
+        )
 
     @property
     def otlp_enabled(self) -> bool:

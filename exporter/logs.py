@@ -137,8 +137,11 @@ def configure_logging(level: str, fmt: str, secrets: list[str] | None = None) ->
     # Library chatter (per-request lines, exporter retry warnings) stays below our own
     # poll summaries unless the user asked for debug.
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
-    for name in ("httpx", "apscheduler", "grpc"):
+    for name in ("httpx", "grpc"):
         logging.getLogger(name).setLevel(quiet)
+    # APScheduler warns at every tick a slow poll skips; the daemon counts those ticks and
+    # says when polls fall behind and catch up (scheduler.Overruns) instead.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
     for name in _HEADER_LOGGERS:
         logging.getLogger(name).setLevel(max(quiet, logging.INFO))
     # The OTLP exporters warn on every retry; our poll summary already reports the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter.collect import CollectObserver, Collector
 from exporter.delivery import Delivery, DeliverySettings
@@ -21,6 +21,7 @@ from exporter.mapping.options import MappingOptions
 from exporter.mapping.spans import RunSpans, WorkflowInfo
 from exporter.problems import ProblemReporter
 from exporter.results import PollResult
+from exporter.schedule import PollSchedule, ScheduleSettings
 from exporter.sink.base import SpanSink
 from exporter.source.client import OrchestraClient
 from exporter.source.history import POLL_MAX_PAGES, HistoryPaginator, StopReason
@@ -42,6 +43,7 @@ class PollSettings:
     export_batch_size: int = 512
     retention_s: float = 7 * 86_400.0
     history_max_pages: int = POLL_MAX_PAGES
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
 
 
 class Poller:
@@ -81,6 +83,9 @@ class Poller:
             lambda found: self.telemetry.discovered(found.values(), options)
         )
         self.paginator = self.history_paginator(settings.history_max_pages)
+        self.schedule = PollSchedule(settings.schedule)
+        self.telemetry.watch_schedule(self.schedule, clock)
+        self._observer = _PollObserver(self.telemetry, options, self.schedule, clock)
         self.collector = Collector(
             client,
             ledger,
@@ -89,7 +94,7 @@ class Poller:
             self.reporter,
             lookback_s=settings.lookback_s,
             clock=clock,
-            observer=_MetricsObserver(self.telemetry, options),
+            observer=self._observer,
         )
         self.delivery = Delivery(
             ledger,
@@ -125,8 +130,15 @@ class Poller:
             except ApiError as exc:
                 result.note_error(exc)
                 self.workflows.use_configured()
-        result.workflows = len(self.workflows.workflows)
-        captures = await self.collector.collect(self.workflows.workflows.values(), result)
+        owned = self.workflows.workflows
+        now = self._clock()
+        due = [owned[wid] for wid in self.schedule.due(owned, now)]
+        result.workflows = len(due)
+        self._observer.listed_now.clear()
+        captures = await self.collector.collect(due, result)
+        for info in due:
+            if info.workflow_id not in self._observer.listed_now:
+                self.schedule.failed(info.workflow_id, now)
         self.delivery.capture(captures, result)
         await self.delivery.flush(result)
         self._prune_if_due()
@@ -190,15 +202,29 @@ class Poller:
             state.export_failing = result.export_failed and result.pending_spans > 0
 
 
-class _MetricsObserver(CollectObserver):
-    """Runs in flight per workflow, and zero series for nodes discovery did not know."""
+class _PollObserver(CollectObserver):
+    """What each workflow's listing showed: its next poll, its runs in flight, and zero
+    series for nodes discovery did not know."""
 
-    def __init__(self, telemetry: Telemetry, options: MappingOptions) -> None:
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        options: MappingOptions,
+        schedule: PollSchedule,
+        clock: Callable[[], float],
+    ) -> None:
         self._telemetry = telemetry
         self._options = options
+        self._schedule = schedule
+        self._clock = clock
+        self.listed_now: set[str] = set()  # workflows listed in the poll under way
 
     def listed(self, info: WorkflowInfo, due: Sequence[Run]) -> None:
-        self._telemetry.in_flight.observe(info, due, self._options)
+        self.listed_now.add(info.workflow_id)
+        in_flight = self._telemetry.in_flight.observe(info, due, self._options)
+        self._schedule.polled(
+            info.workflow_id, self._clock(), in_flight=in_flight > 0, new_runs=bool(due)
+        )
 
     def mapped(self, spans: RunSpans) -> None:
         self._telemetry.book.seed_spans(spans.all_spans())

@@ -16,7 +16,14 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobEvent,
+    JobExecutionEvent,
+)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 log = logging.getLogger(__name__)
@@ -40,8 +47,10 @@ class Daemon:
         poll_interval: float,
         discovery_interval: float,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+        on_overrun: Callable[[], None] = lambda: None,
     ) -> None:
         self._poll = poll
+        self._overruns = Overruns(poll_interval, on_overrun)
         self._discover = discover
         self._poll_interval = poll_interval
         self._discovery_interval = discovery_interval
@@ -55,6 +64,7 @@ class Daemon:
     async def run(self, duration: float | None = None) -> None:
         scheduler = AsyncIOScheduler(timezone=timezone.utc)
         scheduler.add_listener(_log_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+        scheduler.add_listener(self._overruns.event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_EXECUTED)
         now = datetime.now(timezone.utc)
         common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
         scheduler.add_job(
@@ -150,3 +160,41 @@ def _log_job_event(event: JobExecutionEvent) -> None:
             log.error("job %s failed: %s", event.job_id, event.exception)
     except Exception:  # a listener must never raise into the scheduler
         pass
+
+
+class Overruns:
+    """Polls that outlast their interval: counted, and said when it starts and ends.
+
+    A slow poll skips the ticks it overlaps (max_instances=1); that is a fact for a metric
+    and for one log line when polls start falling behind and one when they catch up, not
+    a warning at every tick (APScheduler's own warning is kept below the log level).
+    A listener: it never raises into the scheduler.
+    """
+
+    def __init__(self, interval: float, on_overrun: Callable[[], None]) -> None:
+        self._interval = interval
+        self._on_overrun = on_overrun
+        self._behind = False
+        self._skipped_since_last = 0
+
+    def event(self, event: JobEvent) -> None:
+        try:
+            if event.job_id != "poll":
+                return
+            if event.code == EVENT_JOB_MAX_INSTANCES:
+                self._skipped_since_last += 1
+                self._on_overrun()
+                if not self._behind:
+                    self._behind = True
+                    log.info(
+                        "a poll takes longer than the %gs interval: ticks are skipped until "
+                        "it ends (orchestra_otel_poll_overruns_total)",
+                        self._interval,
+                    )
+            elif event.code == EVENT_JOB_EXECUTED:
+                if self._behind and not self._skipped_since_last:
+                    self._behind = False
+                    log.info("polls keep up with the %gs interval again", self._interval)
+                self._skipped_since_last = 0
+        except Exception:  # a listener must never raise into the scheduler
+            pass

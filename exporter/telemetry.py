@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from exporter.mapping.options import MappingOptions
 from exporter.mapping.spans import WorkflowInfo
+from exporter.schedule import PollSchedule
 from exporter.source.client import ClientStats
 from exporter.workflow_metrics import (
     BookCollector,
@@ -102,6 +103,16 @@ class Telemetry:
             ["model"],
             registry=r,
         )
+        self.poll_overruns = Counter(
+            f"{PREFIX}_poll_overruns",
+            "Poll ticks skipped because the poll before was still running",
+            registry=r,
+        )
+        self.poll_tick = Gauge(
+            f"{PREFIX}_poll_tick_seconds",
+            "How often the daemon wakes to poll what is due (compare with the poll duration)",
+            registry=r,
+        )
         self.history_paging_stopped = Counter(
             f"{PREFIX}_history_paging_stopped",
             "History passes ended early: a page repeated runs already seen, or the page cap",
@@ -113,6 +124,10 @@ class Telemetry:
         )
         self.state = HealthState()
         self.otlp: MetricRecorder | None = None  # set when metrics are pushed over OTLP
+
+    def watch_schedule(self, schedule: PollSchedule, clock: Callable[[], float]) -> None:
+        """The adaptive poll schedule, read at scrape time."""
+        self.registry.register(_ScheduleCollector(schedule, clock))
 
     def watch_client(
         self, stats: Callable[[], ClientStats], paused: Callable[[], float] = lambda: 0.0
@@ -176,6 +191,38 @@ class _ClientCollector(Collector):
             "Seconds the client still waits before its next request (a Retry-After)",
             value=self._paused(),
         )
+
+
+class _ScheduleCollector(Collector):
+    def __init__(self, schedule: PollSchedule, clock: Callable[[], float]) -> None:
+        self._schedule = schedule
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        states = GaugeMetricFamily(
+            f"{PREFIX}_workflows_polled",
+            "Owned workflows by poll state: in_flight (polled at ORCHESTRA_POLL_INTERVAL_MIN), "
+            "active (ORCHESTRA_POLL_INTERVAL) or idle (backing off to _MAX)",
+            labels=["state"],
+        )
+        for state, count in self._schedule.states().items():
+            states.add_metric([state], count)
+        yield states
+        due_in = self._schedule.due_in(self._clock())
+        spread = GaugeMetricFamily(
+            f"{PREFIX}_next_poll_seconds",
+            "Seconds until the next poll of the owned workflows: the soonest, the median "
+            "and the latest",
+            labels=["stat"],
+        )
+        if due_in:
+            for stat, value in (
+                ("min", due_in[0]),
+                ("median", due_in[len(due_in) // 2]),
+                ("max", due_in[-1]),
+            ):
+                spread.add_metric([stat], value)
+        yield spread
 
 
 @dataclass

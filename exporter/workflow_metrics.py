@@ -477,8 +477,9 @@ class RunsInFlight:
         self._lock = threading.Lock()
         self._workflows: dict[str, _WorkflowInFlight] = {}
 
-    def observe(self, info: WorkflowInfo, runs: Iterable[Run], options: MappingOptions) -> None:
-        """What one successful listing of the workflow's runs showed."""
+    def observe(self, info: WorkflowInfo, runs: Iterable[Run], options: MappingOptions) -> int:
+        """What one successful listing of the workflow's runs showed; returns how many
+        of them are in flight."""
         now = self._clock()
         labels = self._book.capped_workflow(*workflow_labels(info, options))
         with self._lock:
@@ -490,6 +491,7 @@ class RunsInFlight:
                 if _in_flight(run)
             }
             self._workflows[info.workflow_id] = _WorkflowInFlight(labels, starts)
+        return len(starts)
 
     def retain(self, workflow_ids: Collection[str]) -> None:
         """Forget workflows this process no longer polls (deleted, or another shard's)."""

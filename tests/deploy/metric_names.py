@@ -91,6 +91,10 @@ SELF_METRICS: Final = (
     _m("orchestra_otel_api_retry_after_capped_total", "counter"),
     _m("orchestra_otel_api_paused_seconds", "gauge"),
     _m("orchestra_otel_logs_exported_total", "counter", "sink"),
+    _m("orchestra_otel_poll_overruns_total", "counter"),
+    _m("orchestra_otel_poll_tick_seconds", "gauge"),
+    _m("orchestra_otel_workflows_polled", "gauge", "state"),
+    _m("orchestra_otel_next_poll_seconds", "gauge", "stat"),
     _m("orchestra_otel_log_export_failures_total", "counter", "sink"),
 )
 

@@ -407,6 +407,9 @@ def daemon_env(emulator: Emulator, receiver: OtlpReceiver, folder: Path) -> dict
             "ORCHESTRA_STATE_PATH": str(folder / "ledger.db"),
             "ORCHESTRA_HTTP_ADDR": f"127.0.0.1:{free_port()}",
             "ORCHESTRA_POLL_INTERVAL": "1",
+            # An idle workflow is polled at least every 5 s: the page latency is bounded by
+            # the idle poll interval (ORCHESTRA_POLL_INTERVAL_MAX) plus the rule evaluation.
+            "ORCHESTRA_POLL_INTERVAL_MAX": "5",
             "OTEL_METRICS_EXPORTER": "none",
             "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
         }

@@ -38,7 +38,11 @@ def daemon_env(
     base_url: str, state_path: Path, *, api_key: str = API_KEY, **settings: str
 ) -> dict[str, str]:
     """A user's environment with none of our variables set, then orchestra-otel pointed at
-    the API at `base_url` with its ledger at `state_path`, /metrics off, and `settings`."""
+    the API at `base_url` with its ledger at `state_path`, /metrics off, and `settings`.
+
+    Idle workflows back off to at most 2 s (ORCHESTRA_POLL_INTERVAL_MAX; never below the
+    poll interval): tests that add runs to a quiet emulator see them within their waits.
+    The adaptive schedule's own tests set it themselves."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRA_", "OTEL_"))}
     env.update(
         {
@@ -46,6 +50,7 @@ def daemon_env(
             "ORCHESTRA_API_KEY": api_key,
             "ORCHESTRA_STATE_PATH": str(state_path),
             "ORCHESTRA_HTTP_ADDR": "off",
+            "ORCHESTRA_POLL_INTERVAL_MAX": "2",
             "PYTHONPATH": str(REPO),
         }
     )
