@@ -11,14 +11,14 @@ exported).
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 import unicodedata
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -26,9 +26,9 @@ import pytest
 
 from exporter.emulator import FaultRule
 from exporter.mapping.ids import format_trace_id, trace_id_for_run
-from tests.integration.harness import REPO, World
-from tests.reliability.faults_harness import MAX_ATTEMPTS, arrivals, describe
-from tests.reliability.harness import DaemonProcess, make_reliability_world, wait_for
+from tests.support.api_log import MAX_ATTEMPTS, arrivals, control, describe
+from tests.support.daemon import Daemon, orchestra_otel, wait_for
+from tests.support.world import World, demo_world, user_env
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,8 @@ PEAK_RSS_LIMIT_KB = 192 * 1024
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    yield from make_reliability_world(tmp_path)
+    with demo_world(tmp_path, history=2, seed=11) as made:
+        yield made
 
 
 # --------------------------------------------------------------------------- helpers
@@ -66,7 +67,7 @@ def trace_of(run_id: str) -> str:
     return format_trace_id(trace_id_for_run(run_id))
 
 
-def expected_traces(world: World, *, without: set[str] = frozenset()) -> dict[str, int]:
+def expected_traces(world: World, *, without: AbstractSet[str] = frozenset()) -> dict[str, int]:
     """trace id -> spans expected (root + steps) for every finished run but `without`."""
     return {
         trace_of(run_id): 1 + len(steps)
@@ -92,20 +93,13 @@ def assert_exported(world: World, expected: dict[str, int], timeout: float = 30)
     assert world.receiver.duplicate_count() == 0
 
 
-def peak_rss_kb(pid: int) -> int:
-    """The process's peak resident set size so far (VmHWM in /proc/PID/status), in kB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmHWM for pid {pid}")
-
-
 def tries_of(world: World, run_id: str) -> int:
     return len(arrivals(world.emulator, kind="steps", contains=steps_path(run_id)))
 
 
-def start(world: World, tmp_path: Path, **env: str) -> DaemonProcess:
-    return DaemonProcess(world, tmp_path / "daemon.log", **env)
+def start(world: World, **env: str) -> Daemon:
+    """`run` as every daemon here runs: polls every 0.5 s, OTLP timeout 2 s."""
+    return world.daemon(**{"OTEL_EXPORTER_OTLP_TIMEOUT": "2", **env})
 
 
 def timed_once(world: World, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -126,20 +120,12 @@ def test_history_pages_that_repeat_are_not_followed_forever(world: World) -> Non
     world.scenario.add_history(workflow_id, 150, every=15.0, duration=(1.0, 5.0))
     world.emulator.faults.add(FaultRule(action="ignore_offset", kind="list_runs", times=None))
     history = f"/workflows/{workflow_id}/runs?"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "once"],
-        env=world.env("grpc"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        _, stderr = process.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, stderr = process.communicate()
+    once = Daemon(orchestra_otel("once"), world.env("grpc"))
+    with contextlib.suppress(subprocess.TimeoutExpired):  # killed: asserted below
+        once.wait(timeout=60)
+    stderr = once.stderr
     pages = arrivals(world.emulator, contains=history)
-    assert process.returncode is not None and process.returncode >= 0, (
+    assert once.returncode is not None and once.returncode >= 0, (
         f"`once` never ended: {len(pages)} history requests, the last at "
         f"{pages[-1].path if pages else '-'}"
     )
@@ -165,7 +151,7 @@ def test_history_pages_that_repeat_are_not_followed_forever(world: World) -> Non
     ],
 )
 def test_an_oversized_answer_is_refused_with_bounded_memory_then_given_up(
-    world: World, tmp_path: Path, fault: dict[str, object], figure: str
+    world: World, fault: dict[str, object], figure: str
 ) -> None:
     """One run's steps answer is enormous on every try. The daemon reads at most the cap,
     says which endpoint was too large, counts it, exports every other run, stays far
@@ -174,12 +160,12 @@ def test_an_oversized_answer_is_refused_with_bounded_memory_then_given_up(
     hostile = add_finished_run(world)
     rule = {"kind": "steps", "times": None, "path_contains": steps_path(hostile), **fault}
     world.emulator.faults.add(FaultRule.from_json(rule))
-    with start(world, tmp_path) as daemon:
+    with start(world) as daemon:
         assert_exported(world, expected_traces(world, without={hostile}))
         wait_for(
-            lambda: "skipped after 3 tries" in daemon.log(),
+            lambda: "skipped after 3 tries" in daemon.stderr,
             60,
-            lambda: f"the run was never given up:\n{daemon.log()[-3000:]}",
+            lambda: f"the run was never given up:\n{daemon.stderr[-3000:]}",
         )
         polls = daemon.metric("orchestra_otel_polls_total")
         wait_for(
@@ -187,9 +173,9 @@ def test_an_oversized_answer_is_refused_with_bounded_memory_then_given_up(
             30,
             "the daemon stopped polling",
         )
-        peak = peak_rss_kb(daemon.pid)
+        peak = daemon.peak_rss_kb()
         assert peak < PEAK_RSS_LIMIT_KB, f"{figure}: peak RSS {peak / 1024:.0f} MiB"
-        log = daemon.log()
+        log = daemon.stderr
         assert re.search(r"steps: .*too large.*ORCHESTRA_API_MAX_RE(SPONSE_BYTES|CORDS)", log), log
         # Three tries, one per poll (never retried within one), then never asked again.
         assert tries_of(world, hostile) == 3
@@ -198,8 +184,8 @@ def test_an_oversized_answer_is_refused_with_bounded_memory_then_given_up(
         )
         assert refused == 3, f"refusals counted: {refused}"
         assert daemon.metric("orchestra_otel_skipped_records_total", kind="run") == 1
-        assert daemon.alive()
-    assert "Traceback" not in daemon.log()
+        assert daemon.alive
+    assert "Traceback" not in daemon.stdout + daemon.stderr
 
 
 # --------------------------------------------------------------------------- 8. trickle
@@ -313,9 +299,7 @@ def test_run_ids_with_path_syntax_stay_one_path_segment(world: World) -> None:
 
 
 @pytest.mark.parametrize("retry_after_format", ["seconds", "date"])
-def test_an_absurd_retry_after_is_capped(
-    world: World, tmp_path: Path, retry_after_format: str
-) -> None:
+def test_an_absurd_retry_after_is_capped(world: World, retry_after_format: str) -> None:
     """`Retry-After: 999999999` (31 years) once: the daemon pauses for the cap
     (ORCHESTRA_API_MAX_RETRY_AFTER, 3 s here, 300 s by default), not until restart.
 
@@ -331,15 +315,15 @@ def test_an_absurd_retry_after_is_capped(
         )
     )
     cap = 3.0
-    with start(world, tmp_path, ORCHESTRA_API_MAX_RETRY_AFTER=str(cap)) as daemon:
+    with start(world, ORCHESTRA_API_MAX_RETRY_AFTER=str(cap)) as daemon:
         assert_exported(world, expected_traces(world), timeout=45)
         log = arrivals(world.emulator)
         limited = next(a for a in log if a.status == 429)
         after = [a for a in log if a.at > limited.at]
         assert after[0].at - limited.at >= cap, f"the cap was not honoured:\n{describe(log)}"
         assert after[0].at - limited.at < cap + 15, describe(log)
-        assert re.search(r"Retry-After.*capped at 3s", daemon.log()), daemon.log()
-        assert daemon.alive()
+        assert re.search(r"Retry-After.*capped at 3s", daemon.stderr), daemon.stderr
+        assert daemon.alive
 
 
 # --------------------------------------------------------------------------- clean output
@@ -363,7 +347,7 @@ def raw_controls(text: str) -> list[str]:
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_control_characters_in_every_text_field_never_reach_the_output(
-    world: World, tmp_path: Path, log_format: str
+    world: World, log_format: str
 ) -> None:
     """Every free-text field of every answer, a run id and a 404's detail carry terminal
     escapes, CR/LF, NUL, C1 and bidi controls. Every run is exported, and no log line
@@ -378,12 +362,11 @@ def test_control_characters_in_every_text_field_never_reach_the_output(
         FaultRule(action="status", status=400, kind="steps", times=1, body=detail)
     )
     world.emulator.faults.add(FaultRule(action="control_chars", times=None))
-    with start(world, tmp_path, ORCHESTRA_LOG_LEVEL="debug", ORCHESTRA_LOG_FORMAT=log_format):
+    with start(world, ORCHESTRA_LOG_LEVEL="debug", ORCHESTRA_LOG_FORMAT=log_format) as daemon:
         assert_exported(world, expected_traces(world))
         assert trace_of(hostile) in world.receiver.traces()
     # At debug level a poll error comes with its traceback, on purpose: lines are lines.
-    output = (tmp_path / "daemon.log").read_text(encoding="utf-8", errors="replace")
-    dirty = raw_controls(output)
+    dirty = raw_controls(daemon.stdout) + raw_controls(daemon.stderr)
     assert not dirty, f"{len(dirty)} log lines with raw control characters, e.g. {dirty[:3]!r}"
 
 
@@ -394,41 +377,15 @@ def test_demo_trees_stay_clean_with_control_characters_in_every_text_field(
     rehearsing failures would. With no lookback, only runs that end after the switch is
     on are printed. NOTE: like the test above, this waits for the log and tree escaping
     of finding 4."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRA_", "OTEL_"))}
-    env.update({"PYTHONPATH": str(REPO), "ORCHESTRA_HTTP_ADDR": "off", "ORCHESTRA_LOOKBACK": "0"})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "demo", "--duration", "25"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
+    env = user_env(ORCHESTRA_HTTP_ADDR="off", ORCHESTRA_LOOKBACK="0")
+    with Daemon(orchestra_otel("demo", "--duration", "25"), env, cwd=tmp_path) as demo:
+        # Its first line says where its emulator listens; "" is in every line.
+        _, first = demo.wait_lines("", 1, timeout=60, stream="out")[0]
         match = re.search(r"emulated Orchestra API at (http://[^/\s]+)", first)
         assert match, first
-        _inject_control_chars(match.group(1))
-        stdout, stderr = process.communicate(timeout=90)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, stderr[-2000:]
-    assert re.search(r"^trace [0-9a-f]{32}$", stdout, re.MULTILINE), "no tree printed"
-    dirty = raw_controls(stdout) + raw_controls(stderr)
+        control(match.group(1), "POST", "faults", {"action": "control_chars", "times": None})
+        code = demo.wait(timeout=90)
+    assert code == 0, demo.stderr[-2000:]
+    assert re.search(r"^trace [0-9a-f]{32}$", demo.stdout, re.MULTILINE), "no tree printed"
+    dirty = raw_controls(demo.stdout) + raw_controls(demo.stderr)
     assert not dirty, f"{len(dirty)} lines with raw control characters, e.g. {dirty[:3]!r}"
-
-
-def _inject_control_chars(root_url: str) -> None:
-    import urllib.request
-
-    request = urllib.request.Request(
-        f"{root_url}/_emulator/faults",
-        data=json.dumps({"action": "control_chars", "times": None}).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        assert response.status == 200

@@ -16,8 +16,6 @@ import shutil
 import socket
 import sqlite3
 import stat
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,14 +26,9 @@ import pytest
 
 from exporter.emulator import FaultRule
 from exporter.textsafe import is_unsafe
-from tests.integration.harness import World
-from tests.reliability.harness import (
-    DaemonProcess,
-    add_finished_runs,
-    delivery,
-    make_reliability_world,
-    wait_for,
-)
+from tests.support.daemon import Daemon, orchestra_otel, run_command, wait_for
+from tests.support.delivery import delivery
+from tests.support.world import World, demo_world
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +38,13 @@ EXIT_STATE = 3
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    yield from make_reliability_world(tmp_path)
+    with demo_world(tmp_path, history=2, seed=11) as made:
+        yield made
 
 
-def threads_of(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no thread count for pid {pid}")
+def start(world: World, **env: str) -> Daemon:
+    """`run` as every daemon here runs: polls every 0.5 s, OTLP timeout 2 s."""
+    return world.daemon(**{"OTEL_EXPORTER_OTLP_TIMEOUT": "2", **env})
 
 
 def unsafe_characters(text: str) -> list[str]:
@@ -140,35 +132,35 @@ def enough_descriptors() -> Iterator[None]:
 
 @pytest.mark.usefixtures("enough_descriptors")
 def test_a_thousand_idle_connections_neither_add_threads_nor_stop_polls_exports_probes(
-    world: World, tmp_path: Path
+    world: World,
 ) -> None:
     """Finding 3: 2,000 half-sent requests made 2,002 threads, and under a process limit
     the daemon could start no export thread. Now the HTTP side uses a fixed number of
     threads, and everything else goes on while 1,000 idle clients hold the port."""
-    with DaemonProcess(world, tmp_path / "daemon.log") as daemon:
-        wait_for(daemon.ready, 30, lambda: f"never ready:\n{daemon.log()[-3000:]}")
+    with start(world) as daemon:
+        wait_for(daemon.ready, 30, lambda: f"never ready:\n{daemon.stderr[-3000:]}")
         wait_for(lambda: delivery(world).complete, 30, lambda: delivery(world).summary())
-        threads_before = threads_of(daemon.pid)
+        threads_before = daemon.threads()
         peak = threads_before
         probe_seconds: list[float] = []
 
         with IdleFlood(daemon.port, IDLE_CONNECTIONS) as flood:
             assert flood.opened >= IDLE_CONNECTIONS, f"only {flood.opened} connections opened"
             polls_at_start = daemon.metric("orchestra_otel_polls_total")
-            run_ids = add_finished_runs(world)
+            run_ids = world.add_finished_runs()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                peak = max(peak, threads_of(daemon.pid))
+                peak = max(peak, daemon.threads())
                 for path in ("/healthz", "/readyz"):
                     started = time.monotonic()
-                    status, body = daemon._get(path, timeout=5)
+                    status, body = daemon.get(path, timeout=5)
                     probe_seconds.append(time.monotonic() - started)
                     assert status == 200, (path, status, body)
                 polls = daemon.metric("orchestra_otel_polls_total") - polls_at_start
                 if polls >= 5 and delivery(world).complete and len(probe_seconds) >= 40:
                     break
                 time.sleep(0.2)
-            peak = max(peak, threads_of(daemon.pid))
+            peak = max(peak, daemon.threads())
             figures = (
                 f"threads {threads_before} before, {peak} at most with {IDLE_CONNECTIONS} idle "
                 f"connections ({flood.opened} opened, {flood.dropped_by_server} dropped by the "
@@ -176,15 +168,15 @@ def test_a_thousand_idle_connections_neither_add_threads_nor_stop_polls_exports_
                 f"{polls:.0f} polls; {delivery(world).summary()}"
             )
             print(figures)
-            assert daemon.alive(), daemon.log()[-3000:]
+            assert daemon.alive, daemon.stderr[-3000:]
             assert polls >= 5, f"polls stalled: {figures}"
             assert delivery(world).complete, f"exports stalled ({len(run_ids)} runs): {figures}"
             # No thread per connection (that was +1,000); the margin covers the poller's
             # short-lived export threads and asyncio's executor growing on a busy machine.
             assert peak <= threads_before + 16, figures
         code, _ = daemon.terminate()
-        assert code == 0, daemon.log()[-3000:]
-    log = daemon.log()
+        assert code == 0, daemon.stderr[-3000:]
+    log = daemon.stdout + daemon.stderr
     assert "Traceback" not in log, log[max(0, log.find("Traceback") - 600) :][:4000]
 
 
@@ -366,20 +358,20 @@ def test_a_rotated_key_file_of_two_lines_is_not_used_nor_logged(
         "ORCHESTRA_API_KEY_FILE": str(key_file),
         "ORCHESTRA_LOG_LEVEL": "debug",
     }
-    with DaemonProcess(world, tmp_path / "daemon.log", **env) as daemon:
-        wait_for(daemon.ready, 30, lambda: daemon.log()[-3000:])
+    with start(world, **env) as daemon:
+        wait_for(daemon.ready, 30, lambda: daemon.stderr[-3000:])
         world.emulator.api_key = new_key
         wait_for(lambda: not daemon.ready(), 20, "the rejected key was not noticed")
         key_file.write_text(f"{new_key}\n# rotated today\n")
         polls = daemon.metric("orchestra_otel_polls_total")
         wait_for(lambda: daemon.metric("orchestra_otel_polls_total") >= polls + 3, 20, "no polls")
-        assert daemon.log().count("holds no key") == 1, daemon.log()[-3000:]
+        assert daemon.stderr.count("holds no key") == 1, daemon.stderr[-3000:]
         assert not daemon.ready()
         key_file.write_text(f"{new_key}\n")
-        wait_for(daemon.ready, 20, lambda: daemon.log()[-3000:])
+        wait_for(daemon.ready, 20, lambda: daemon.stderr[-3000:])
         code, _ = daemon.terminate()
         assert code == 0
-    log = daemon.log()
+    log = daemon.stdout + daemon.stderr
     assert key_occurrences(old_key, log) == 0 and key_occurrences(new_key, log) == 0
 
 
@@ -420,7 +412,7 @@ def test_a_symlinked_state_path_is_refused_and_its_target_left_alone(
     assert not wal_target.exists()
 
 
-def test_existing_state_files_are_made_private(world: World, tmp_path: Path) -> None:
+def test_existing_state_files_are_made_private(world: World) -> None:
     """Finding 11: an existing 0644 or 0666 ledger was left as it was."""
     first = world.cli("once")
     assert first.returncode == 0, first.stderr
@@ -429,8 +421,8 @@ def test_existing_state_files_are_made_private(world: World, tmp_path: Path) -> 
         path = Path(f"{world.state_path}{suffix}")
         path.touch()  # SQLite takes an empty -wal or -shm as "nothing in it"
         path.chmod(mode)
-    with DaemonProcess(world, tmp_path / "daemon.log") as daemon:
-        wait_for(daemon.ready, 30, lambda: daemon.log()[-3000:])
+    with start(world) as daemon:
+        wait_for(daemon.ready, 30, lambda: daemon.stderr[-3000:])
         found = {
             suffix: oct(stat.S_IMODE(Path(f"{world.state_path}{suffix}").stat().st_mode))
             for suffix in modes
@@ -472,13 +464,10 @@ def test_a_read_only_state_folder_gives_a_clear_error(
         assert made.returncode == 0, made.stderr
     prefix = read_only_runner(folder, how)
     try:
-        result = subprocess.run(
-            [*prefix, sys.executable, "-m", "exporter", "once"],
-            env=world.env(ORCHESTRA_STATE_PATH=str(ledger)),
-            capture_output=True,
-            text=True,
+        result = run_command(
+            [*prefix, *orchestra_otel("once")],
+            world.env(ORCHESTRA_STATE_PATH=str(ledger)),
             timeout=90,
-            check=False,
         )
     finally:
         folder.chmod(0o700)

@@ -2,7 +2,7 @@
 
     world.py         World, demo_world(), open_world(): emulator + OTLP receiver + ledger;
                      World.cli() runs a command, World.daemon() starts `run` (the `world`
-                     fixture is demo_world(tmp_path))
+                     fixture is demo_world(tmp_path)); user_env(), daemon_env()
     daemon.py        Daemon: the real orchestra-otel (or any command) in a subprocess:
                      output, /metrics, /readyz, /proc, SIGTERM/SIGKILL; run_command(),
                      orchestra_otel(), wait_for()

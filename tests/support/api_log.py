@@ -81,12 +81,16 @@ def steps_calls_by_run(emulator: Emulator) -> dict[str, int]:
 
 
 def control(
-    emulator: Emulator, method: str, path: str, body: Any = None, *, timeout: float = 5
+    emulator: Emulator | str, method: str, path: str, body: Any = None, *, timeout: float = 5
 ) -> Any:
-    """Call the emulator's control API over HTTP, like an operator's script would."""
+    """Call the emulator's control API over HTTP, like an operator's script would.
+
+    `emulator` is one of ours, or the root URL (http://host:port) of one in another
+    process, such as the one `orchestra-otel demo` announces."""
+    root_url = emulator if isinstance(emulator, str) else emulator.root_url
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        f"{emulator.root_url}/_emulator/{path}",
+        f"{root_url}/_emulator/{path}",
         data=data,
         method=method,
         headers={"Content-Type": "application/json"},

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -209,6 +210,13 @@ class Daemon:
             self._http_base = match.group(1)
         return self._http_base
 
+    @property
+    def port(self) -> int:
+        """The port of /metrics and the probes (the one the OS gave it, with port 0)."""
+        port = urllib.parse.urlsplit(self.http_base).port
+        assert port is not None, self.http_base
+        return port
+
     def http_up(self) -> bool:
         """/healthz answers 200 now (False, without waiting, before the server is up)."""
         if self._http_base is None:
@@ -271,12 +279,25 @@ class Daemon:
     def returncode(self) -> int | None:
         return self.process.returncode
 
-    def rss_kb(self) -> int:
-        """Resident set size from /proc/PID/status (kB)."""
+    def _status(self, field: str) -> int:
+        """A number from /proc/PID/status (the memory figures are in kB)."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-        raise AssertionError(f"no VmRSS for pid {self.pid}")
+        raise AssertionError(f"no {field} for pid {self.pid}")
+
+    def rss_kb(self) -> int:
+        """Resident set size now (VmRSS), in kB."""
+        return self._status("VmRSS")
+
+    def peak_rss_kb(self) -> int:
+        """The highest resident set size so far (VmHWM), in kB: a spike between two
+        readings of rss_kb() is not missed."""
+        return self._status("VmHWM")
+
+    def threads(self) -> int:
+        """How many threads the process has now."""
+        return self._status("Threads")
 
     def terminate(self, timeout: float = 40.0) -> tuple[int, float]:
         """SIGTERM; returns (exit code, seconds it took to exit). SIGKILL after `timeout`."""
@@ -288,6 +309,14 @@ class Daemon:
         finally:
             self.close()
         return code, time.monotonic() - started
+
+    def wait(self, timeout: float) -> int:
+        """Wait for it to end on its own (`once`, `demo --duration`); its exit code, once
+        its last output was read. SIGKILLed, and TimeoutExpired raised, after `timeout`."""
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self.close()
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then its exit code once it exited and its last output was read."""

@@ -31,31 +31,44 @@ from tests.support.otlp_receiver import OtlpReceiver
 
 API_KEY = "test-key-9f3a7c"
 
-__all__ = ["API_KEY", "REPO", "World", "daemon_env", "demo_scenario", "demo_world", "open_world"]
+__all__ = [
+    "API_KEY",
+    "REPO",
+    "World",
+    "daemon_env",
+    "demo_scenario",
+    "demo_world",
+    "open_world",
+    "user_env",
+]
+
+
+def user_env(**settings: str) -> dict[str, str]:
+    """A user's environment with none of our variables set (this checkout importable),
+    plus `settings`: what `orchestra-otel demo` starts from, needing no API of ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRA_", "OTEL_"))}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(settings)
+    return env
 
 
 def daemon_env(
     base_url: str, state_path: Path, *, api_key: str = API_KEY, **settings: str
 ) -> dict[str, str]:
-    """A user's environment with none of our variables set, then orchestra-otel pointed at
-    the API at `base_url` with its ledger at `state_path`, /metrics off, and `settings`.
+    """user_env() with orchestra-otel pointed at the API at `base_url` and its ledger at
+    `state_path`, /metrics off, then `settings`.
 
     Idle workflows back off to at most 2 s (ORCHESTRA_POLL_INTERVAL_MAX; never below the
     poll interval): tests that add runs to a quiet emulator see them within their waits.
     The adaptive schedule's own tests set it themselves."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRA_", "OTEL_"))}
-    env.update(
-        {
-            "ORCHESTRA_BASE_URL": base_url,
-            "ORCHESTRA_API_KEY": api_key,
-            "ORCHESTRA_STATE_PATH": str(state_path),
-            "ORCHESTRA_HTTP_ADDR": "off",
-            "ORCHESTRA_POLL_INTERVAL_MAX": "2",
-            "PYTHONPATH": str(REPO),
-        }
-    )
-    env.update(settings)
-    return env
+    defaults = {
+        "ORCHESTRA_BASE_URL": base_url,
+        "ORCHESTRA_API_KEY": api_key,
+        "ORCHESTRA_STATE_PATH": str(state_path),
+        "ORCHESTRA_HTTP_ADDR": "off",
+        "ORCHESTRA_POLL_INTERVAL_MAX": "2",
+    }
+    return user_env(**{**defaults, **settings})
 
 
 @dataclass
