@@ -32,6 +32,7 @@ _T = TypeVar("_T")
 # A run whose answers exceed a bound this many polls in a row is given up: asking again
 # would only fetch the same oversized answer again (docs/design.md, "Bounds").
 MAX_UNREADABLE_TRIES = 3
+MAX_REMEMBERED_OUTSIDE = 10_000  # per workflow: 100 history pages
 
 
 class CollectObserver:
@@ -72,6 +73,9 @@ class Collector:
         self._lookback_s = lookback_s
         self._clock = clock
         self._observer = observer or CollectObserver()
+        # Per workflow: unseen runs that ended before its window. The window only moves
+        # up, so they stay outside; they are skipped without parsing or a ledger lookup.
+        self._outside: dict[str, set[str]] = {}
 
     async def collect(self, workflows: Iterable[WorkflowInfo], result: PollResult) -> list[Capture]:
         per_workflow = [self._collect_workflow(info, result) for info in workflows]
@@ -94,13 +98,15 @@ class Collector:
     async def _due_runs(self, workflow_id: str, since_ns: int, now_ns: int) -> list[Run]:
         """Runs of the history that are unseen or unfinished, paging only as far as needed."""
         due: dict[str, Run] = {}
+        outside = self._outside.setdefault(workflow_id, set())
         async with aclosing(self._paginator.pages(workflow_id)) as pages:
             async for page in pages:
-                states = self._ledger.run_states(workflow_id, [run.id for run in page])
+                fresh = [run for run in page if run.id not in outside]
+                states = self._ledger.run_states(workflow_id, [run.id for run in fresh])
                 oldest_unseen = False
                 for run in page:
                     state = states.get(run.id)
-                    oldest_unseen = state is None and not _ended_before(run, since_ns)
+                    oldest_unseen = state is None and self._inside(run, since_ns, outside)
                     if oldest_unseen or (state is not None and not state.done):
                         due.setdefault(run.id, run)
                 # Newest first: the next page can hold unseen runs only if this page's
@@ -114,6 +120,18 @@ class Collector:
                 if tracked is not None:
                     due[run_id] = tracked
         return list(due.values())
+
+    def _inside(self, run: Run, since_ns: int, outside: set[str]) -> bool:
+        """Whether an unseen run ended within the export window; remembers those that did
+        not, so the runs before the window (every listing shows them) are judged once."""
+        if run.id in outside:
+            return False
+        if not _ended_before(run, since_ns):
+            return True
+        if len(outside) >= MAX_REMEMBERED_OUTSIDE:
+            outside.clear()
+        outside.add(run.id)
+        return False
 
     async def _run_by_id(self, workflow_id: str, run_id: str, now_ns: int) -> Run | None:
         try:
