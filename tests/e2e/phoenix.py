@@ -83,8 +83,9 @@ class Phoenix:
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.base_url,
             "OTEL_RESOURCE_ATTRIBUTES": f"openinference.project.name={project}",
-            # Phoenix stores traces only: no metrics push.
+            # Phoenix stores traces only: no metrics push, no failure logs (README).
             "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
         }
 
     def spans(self, project: str, *, page_size: int = 100) -> list[Span]:
