@@ -200,6 +200,9 @@ class Poller:
             telemetry.last_successful_poll.set(state.last_poll_ok)
         if result.spans_exported or result.export_failed:
             state.export_failing = result.export_failed and result.pending_spans > 0
+        if result.logs_exported or result.log_export_failed:
+            state.logs_failing = result.log_export_failed and result.pending_logs > 0
+        state.pending_logs = result.pending_logs
 
 
 class _PollObserver(CollectObserver):

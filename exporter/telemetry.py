@@ -231,6 +231,8 @@ class HealthState:
 
     last_poll_ok: float = 0.0  # time.time() of the last poll the API fully answered
     export_failing: bool = False
+    logs_failing: bool = False
+    pending_logs: int = 0
     auth_failing: bool = False
     ledger_failing: bool = False
     pending_spans: int = 0
@@ -254,4 +256,6 @@ class HealthState:
             reasons.append(f"the Orchestra API asked for a pause (Retry-After): {paused:.0f}s left")
         if self.export_failing:
             reasons.append(f"the span export is failing; {self.pending_spans} spans spooled")
+        if self.logs_failing:
+            reasons.append(f"the log export is failing; {self.pending_logs} log records spooled")
         return not reasons, reasons
