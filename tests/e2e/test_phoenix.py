@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -190,6 +191,21 @@ def step_error(step: Mapping[str, Any]) -> str | None:
     return None
 
 
+# "RateLimitError: ..." names an exception; "channel_not_found" is an error code.
+EXCEPTION_NAME = r"[A-Za-z_][\w.]*(Error|Exception|Timeout|Failure|Exit)"
+TYPE_KEYS = ("type", "code", "error_type", "name", "kind")
+
+
+def step_failure_is_exception(step: Mapping[str, Any], error: str) -> bool:
+    """Whether the semantic conventions call for an `exception` event on this step."""
+    details = step.get("error")
+    typed = isinstance(details, Mapping) and any(
+        re.fullmatch(EXCEPTION_NAME, str(details.get(key, ""))) for key in TYPE_KEYS
+    )
+    traceback = "Traceback (most recent call last)" in error
+    return typed or traceback or re.match(EXCEPTION_NAME + r"\s*:", error) is not None
+
+
 def node_kinds(world: World, workflow_id: str) -> dict[str, str]:
     """node id -> model, integration or code, from the workflow's graph in the emulator."""
     workflow = world.scenario.workflow(workflow_id)
@@ -232,7 +248,7 @@ def test_runs_read_back_from_phoenix_match_the_api_records(make_world: Any) -> N
     assert set(traces) == {trace_id(run_id) for run_id in records}
 
     kinds_seen: set[str] = set()
-    failures = {"hard": 0, "soft": 0}
+    failures = {"hard": 0, "soft": 0, "exception": 0}
     for run_id, (workflow_id, run, steps) in records.items():
         trace = traces[trace_id(run_id)]
         roots = [s for s in trace if s["parent_id"] is None]
@@ -277,7 +293,16 @@ def test_runs_read_back_from_phoenix_match_the_api_records(make_world: Any) -> N
                 assert span["status_code"] == "ERROR"
                 assert span["status_message"] == error
                 assert attrs["error.type"]
-                assert [e["name"] for e in span["events"]] == ["exception"]
+                # The exception event is for exceptions only (typed or with a
+                # traceback); an error code stays error.type on the span.
+                exceptions = [e for e in span["events"] if e["name"] == "exception"]
+                expected = 1 if step_failure_is_exception(step, error) else 0
+                assert len(exceptions) == expected, span["events"]
+                failures["exception"] += expected
+                if exceptions:
+                    event_attrs = flat_attributes(exceptions[0]["attributes"])
+                    assert event_attrs["exception.type"] == attrs["error.type"]
+            assert {e["name"] for e in span["events"]} <= {"exception", "orchestra.step.queue"}
             if kind == "model":
                 check_model_span(attrs, step)
             elif kind == "integration":
@@ -299,7 +324,8 @@ def test_runs_read_back_from_phoenix_match_the_api_records(make_world: Any) -> N
 
     # The scenario really covered what the checks above are about.
     assert {"model", "integration", "code"} <= kinds_seen
-    assert failures["hard"] and failures["soft"], failures
+    assert failures["hard"] and failures["soft"] and failures["exception"], failures
+    assert failures["exception"] < failures["hard"] + failures["soft"], failures
     live_root = next(s for s in traces[trace_id(in_flight)] if s["parent_id"] is None)
     assert live_root["status_code"] == "ERROR"
     assert live_root["status_message"] == "1 step failed: slack_integration"
