@@ -301,12 +301,12 @@ def load_settings(
     merged.update(
         {name: _Sourced(value, KEYS_BY_FIELD[name].flag) for name, value in (flags or {}).items()}
     )
-    merged["otlp_protocol"] = _Sourced(otlp_protocol(environ), "OTEL_EXPORTER_OTLP_PROTOCOL")
+    merged["otlp_protocol"] = _Sourced(otlp_protocol(environ), _protocol_variable(environ))
     merged["otlp_endpoint"] = _Sourced(otlp_endpoint(environ), "OTEL_EXPORTER_OTLP_ENDPOINT")
     merged["otlp_metrics"] = _Sourced(_metrics_exporter(environ, problems), "OTEL_METRICS_EXPORTER")
     merged["otlp_logs"] = _Sourced(_logs_exporter(environ, problems), "OTEL_LOGS_EXPORTER")
     merged["otlp_logs_protocol"] = _Sourced(
-        otlp_protocol(environ, "LOGS"), "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"
+        otlp_protocol(environ, "LOGS"), _protocol_variable(environ, "LOGS")
     )
     merged["exception_signal"] = _Sourced(
         _exception_signal(environ, problems), "OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN"
@@ -416,8 +416,16 @@ def _validate(merged: Mapping[str, _Sourced], problems: list[str]) -> Settings |
         for error in exc.errors(include_url=False, include_input=False):
             name = str(error["loc"][0]) if error["loc"] else ""
             label = merged[name].label if name in merged else "configuration"
-            problems.append(f"{label}: {_plain(error)}{_allowed(name)}")
+            line = f"{label}: {_plain(error)}{_allowed(name)}"
+            if line not in problems:  # one variable read for two settings: said once
+                problems.append(line)
         return None
+
+
+def _protocol_variable(environ: Mapping[str, str], signal: str = "TRACES") -> str:
+    """The variable a signal's protocol was read from, as `otlp_protocol` reads them."""
+    specific = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"
+    return specific if environ.get(specific) else "OTEL_EXPORTER_OTLP_PROTOCOL"
 
 
 def _check_api_key(merged: Mapping[str, _Sourced], required: bool) -> list[str]:

@@ -25,7 +25,7 @@ import pytest
 from exporter.mapping import attributes as attr
 from exporter.mapping.options import DEFAULT_PROVIDER
 from exporter.mapping.spans import map_run
-from exporter.sink.encoding import to_otlp_dict
+from exporter.sink.encoding import Framer, to_otlp_dict
 from exporter.workflow_metrics import DEFINITIONS
 from tests.conformance.facts import (
     GENAI_VERSION,
@@ -69,7 +69,8 @@ def remapped_documents(shared_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]
                     case.options, capture_content=True, span_names=names, content_max_length=limit
                 )
                 mapped = map_run(case.workflow, case.run, case.steps, options)
-                yield f"{case.name} ({names}, {limit})", to_otlp_dict(mapped.all_spans())
+                framer = Framer.of(options.resource, options.scope)
+                yield f"{case.name} ({names}, {limit})", to_otlp_dict(framer, mapped.all_spans())
 
 
 def spans_of(document: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -9,7 +9,10 @@
     metrics.py       parse() a /metrics scrape with prometheus_client's parsers
     ports.py         free_port() (only for programs that cannot bind 0), listening sockets
     delivery.py      what must arrive vs what the receiver got (span identities, Delivery)
-    ledger.py        LedgerView: the SQLite ledger opened read-only
+    ledger.py        LedgerView: the SQLite ledger opened read-only; ledgers as schema 3
+                     wrote them (SCHEMA_3, legacy_json, spool_legacy)
+    sinks.py         RecordingSink: an in-process sink that keeps (or refuses) what it is
+                     sent, read back into spans and log records
     api_log.py       the emulator's request log (arrivals, gaps), control API, retry contract
     tls.py           a self-signed certificate and a TLS proxy in front of the emulator
     otlp_receiver.py a real OTLP receiver (gRPC + HTTP, official protobufs, fault switches)

@@ -2,7 +2,8 @@
 
 The poll cycle runs in the test's own event loop against the real emulator (a real HTTP
 server in a thread) whose runs move only when a `ManualClock` is advanced; spans go to a
-`RecordingSink` that keeps them, and refuses them while told to.
+`RecordingSink` that keeps them, and refuses them while told to. `DeliveryRig` is the
+spool's delivery alone, on a ledger the test fills.
 """
 
 from __future__ import annotations
@@ -15,67 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from opentelemetry.sdk.trace import ReadableSpan
-
+from exporter.delivery import Delivery, DeliverySettings
 from exporter.emulator import Emulator, ManualClock, Scenario
 from exporter.emulator.demo import demo_workflows
 from exporter.emulator.graph import parse_time_us
 from exporter.mapping.ids import trace_id_for_run
 from exporter.mapping.spans import MappingOptions
 from exporter.poller import Poller, PollSettings
+from exporter.problems import ProblemReporter
+from exporter.results import PollResult
 from exporter.source.client import OrchestraClient
 from exporter.source.retry import RetryPolicy
-from exporter.state import Ledger
+from exporter.state import Capture, Ledger
 from exporter.telemetry import Telemetry
+from tests.support.sinks import RecordingSink
 
 T = TypeVar("T")
 API_KEY = "in-process-key"
 START = 1_750_000_000.0  # where every ManualClock of these tests starts
 # One attempt per request: a fault rule answers at once instead of after retries.
 NO_RETRY = RetryPolicy(max_attempts=1)
-
-
-class RecordingSink:
-    """A span sink that keeps what it confirms; `refusing` makes it confirm nothing."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-        self.batches: list[int] = []  # size of each export request, refused ones too
-        self.refusing = False
-
-    @property
-    def attempts(self) -> int:
-        return len(self.batches)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> bool:
-        self.batches.append(len(spans))
-        if self.refusing:
-            return False
-        self.spans.extend(spans)
-        return True
-
-    def shutdown(self) -> None:
-        pass
-
-    def keys(self) -> list[tuple[int, int]]:
-        """(trace id, span id) of every confirmed span, duplicates included."""
-        return [(s.context.trace_id, s.context.span_id) for s in self.spans if s.context]
-
-    def trace_ids(self) -> set[int]:
-        return {trace_id for trace_id, _ in self.keys()}
-
-    def roots(self) -> list[ReadableSpan]:
-        return [span for span in self.spans if span.parent is None]
-
-    def of_run(self, run_id: str) -> list[str]:
-        """Names of the confirmed spans of one run in export order (steps: node ids)."""
-        trace_id = trace_id_for_run(run_id)
-        return [s.name for s in self.spans if s.context and s.context.trace_id == trace_id]
-
-    def duplicates(self) -> list[tuple[int, int]]:
-        return [key for key, count in Counter(self.keys()).items() if count > 1]
 
 
 def trace_ids_of(run_ids: Sequence[str] | dict[str, int]) -> set[int]:
@@ -154,3 +114,53 @@ class Rig:
             poller.close()
             ledger.close()
             await client.aclose()
+
+
+class DeliveryRig:
+    """A ledger's Delivery to a recording sink, on a wall clock and a backoff clock the
+    test moves, with the ledger's metric totals loaded; `flush` is one delivery pass as a
+    poll makes it."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        settings: DeliverySettings | None = None,
+        sink: RecordingSink | None = None,
+        options: MappingOptions | None = None,
+    ) -> None:
+        options = options or MappingOptions()
+        self.ledger = ledger
+        self.sink = sink or RecordingSink()
+        self.telemetry = Telemetry()
+        # The persisted totals, as the poller loads them: confirmations add to them.
+        self.telemetry.book.load(
+            ledger.metric_series(), {"gen_ai_provider_name": options.genai_provider}
+        )
+        self.reporter = ProblemReporter(self.telemetry)
+        self.clock = ManualClock(START)
+        self.monotonic = ManualClock(1_000.0)
+        self.delivery = Delivery(
+            ledger,
+            self.sink,
+            options,
+            self.telemetry,
+            self.reporter,
+            settings or DeliverySettings(),
+            clock=self.clock,
+            monotonic=self.monotonic,
+        )
+
+    def flush(self, *, force: bool = False) -> PollResult:
+        result = PollResult()
+        asyncio.run(self.delivery.flush(result, force=force))
+        return result
+
+    def capture(self, *captures: Capture) -> None:
+        self.delivery.capture(captures, PollResult())
+
+    def counted(self, metric: str) -> float:
+        """Events counted in a workflow metric, over all its series."""
+        return sum(s.count for (name, _), s in self.telemetry.book.series.items() if name == metric)
+
+    def close(self) -> None:
+        self.delivery.close()

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from exporter.emulator import Emulator, ManualClock, Scenario
 from exporter.emulator.demo import demo_workflows
 from exporter.mapping.content import ELLIPSIS
 from exporter.mapping.graph import graph_from_api
+from exporter.mapping.otlp import SpanSpec
 from exporter.mapping.spans import (
     MAX_LINKS,
     MAX_LIST_ITEMS,
@@ -40,9 +40,12 @@ from exporter.mapping.spans import (
     map_run,
 )
 from exporter.poller import Poller, PollSettings
+from exporter.sink.encoding import TRACES
 from exporter.source.client import OrchestraClient
 from exporter.source.models import Run, Step, parse_records
-from exporter.state import Capture, Ledger
+from exporter.spool import outgoing_span
+from exporter.state import Capture, Ledger, Outgoing
+from tests.support.sinks import RecordingSink
 
 DEFAULT_LIMIT = 2048  # docs/design.md: ORCHESTRA_CONTENT_MAX_LENGTH defaults to 2048
 RUN_ID = "5b69669f-975a-49af-a33a-61ff9ae5a20f"
@@ -148,7 +151,7 @@ CONTENT_ATTRIBUTES = {
 }
 
 
-def _content_spans(text: str, **options: Any) -> dict[str, ReadableSpan]:
+def _content_spans(text: str, **options: Any) -> dict[str, SpanSpec]:
     result = _map(
         [_model_step("m", text), _integration_step("i", text), _code_step("c", text)],
         run=_run(inputs={"prompt": text}, outputs=text),
@@ -387,14 +390,16 @@ def test_identifying_attributes_are_never_cut() -> None:
 
 
 def _capture(
-    workflow_id: str, run_id: str, steps: int, *, done: bool, payload: str = "{}"
+    workflow_id: str, run_id: str, steps: int, *, done: bool, payload: bytes = b"span"
 ) -> Capture:
+    """`steps` step spans and, when done, the root; the ledger never reads the payload."""
+    spans = steps + (1 if done else 0)
     return Capture(
         workflow_id=workflow_id,
         run_id=run_id,
         status="completed" if done else "running",
-        step_spans={f"{run_id}/step-{i}": payload for i in range(steps)},
-        root_span=payload if done else None,
+        steps=tuple(f"{run_id}/step-{i}" for i in range(steps)),
+        outgoing=(Outgoing(TRACES, payload, samples='{"e":1}'),) * spans,
         run_done=done,
     )
 
@@ -473,7 +478,8 @@ def _cycles(path: Path, cycles: int, *, prune: bool) -> list[int]:
     Each cycle: 40 finished runs of 20 steps, ~1 KB per span (a busy hour); retention is
     three cycles. Returns the file size (database + WAL) after each cycle.
     """
-    payload = json.dumps({"n": "step", "a": {"text": "x" * 1000}})
+    payload = outgoing_span(_content_spans("x" * 250)["code"]).payload
+    assert 900 < len(payload) < 1500
     hour = 3600 * NS
     sizes = []
     with Ledger(path) as ledger:
@@ -522,26 +528,12 @@ def test_ledger_file_stops_growing_across_capture_confirm_prune_cycles(tmp_path:
 # --- retention end to end: a pruned run is never exported again ------------------------
 
 
-class _MemorySink:
-    name = "memory"
-
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def export(self, spans: Sequence[ReadableSpan]) -> bool:
-        self.spans.extend(spans)
-        return True
-
-    def shutdown(self) -> None:
-        pass
-
-
 def test_retention_forgets_runs_and_never_exports_them_again(tmp_path: Path) -> None:
     clock = ManualClock(1_750_000_000.0)
     scenario = Scenario(demo_workflows(clock()), clock=clock, seed=3)
     workflow_id = scenario.workflow_ids()[1]
     history = scenario.add_history(workflow_id, 3, every=30.0, duration=(1.0, 5.0))
-    sink = _MemorySink()
+    sink = RecordingSink()
     hour = 3600.0
 
     async def scenario_run(base_url: str) -> tuple[list[int], dict[str, int]]:

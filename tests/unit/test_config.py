@@ -420,13 +420,16 @@ def test_missing_config_file_reported(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "variable", ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"]
+    "variable",
+    [
+        "OTEL_EXPORTER_OTLP_PROTOCOL",  # read for traces and logs alike: said once
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+    ],
 )
 def test_http_json_protocol_rejected(variable: str) -> None:
     problems = _problems({**KEY_ENV, variable: "http/json"})
-    assert len(problems) == 1
-    assert "OTEL_EXPORTER_OTLP_PROTOCOL" in problems[0]
-    assert "grpc" in problems[0] and "http/protobuf" in problems[0]
+    assert problems == [f"{variable}: must be one of grpc, http/protobuf"]
 
 
 def test_traces_protocol_wins_over_generic() -> None:

@@ -8,14 +8,17 @@ from pathlib import Path
 
 from exporter.mapping.graph import graph_from_api
 from exporter.mapping.options import MappingOptions
+from exporter.mapping.otlp import SpanSpec
 from exporter.mapping.spans import WorkflowInfo, map_run
 from exporter.sink.console import TreeSink
+from exporter.sink.encoding import TRACES
 from exporter.source.models import Run, Step, Workflow, parse_records
+from tests.support.sinks import framed_spans
 
 SHARED = Path(__file__).resolve().parents[1] / "shared" / "fixtures"
 
 
-def seed_spans() -> tuple[list[object], object]:
+def seed_spans() -> tuple[list[SpanSpec], list[SpanSpec]]:
     workflows, _ = parse_records(json.loads((SHARED / "workflows.json").read_text()), Workflow)
     joke = next(wf for wf in workflows if wf.name == "joke-to-slack")
     steps, _ = parse_records(json.loads((SHARED / "steps-model-slack.json").read_text()), Step)
@@ -26,6 +29,7 @@ def seed_spans() -> tuple[list[object], object]:
         steps,
         MappingOptions(),
     )
+    assert mapped.root is not None
     return [mapped.steps[steps[0].id]], [mapped.steps[steps[1].id], mapped.root]
 
 
@@ -33,16 +37,19 @@ def test_a_finished_run_is_printed_whole() -> None:
     earlier, later = seed_spans()
     out = io.StringIO()
     sink = TreeSink(out, color=False)
-    sink.export(earlier)  # type: ignore[arg-type]
+    assert sink.send(TRACES, framed_spans(earlier), len(earlier))
     first = out.getvalue()
     assert "still in flight" in first and "model" in first
-    sink.export(later)  # type: ignore[arg-type]
+    assert sink.send(TRACES, framed_spans(later), len(later))
     last_tree = out.getvalue()[len(first) :]
     lines = [line.strip() for line in last_tree.strip().splitlines()]
     assert lines[0] == "trace 5b69669f975a49afa33a61ff9ae5a20f"
-    assert lines[1].startswith("joke-to-slack  4.18s at +0ms  ok")
-    assert lines[2].startswith("model  2.24s at +123ms  ok  [model, virtuoso-medium, tokens 36/48]")
-    assert lines[3].startswith("slack_integration  1.78s at +2.38s  ok  [integration,")
+    assert lines[1:] == [
+        "joke-to-slack  4.18s at +0ms  ok  [overhead 166ms]",
+        "model  2.24s at +123ms  ok  [model, virtuoso-medium, tokens 36/48, waited 123ms]",
+        "slack_integration  1.78s at +2.38s  ok  "
+        "[integration, SLACK_SHARE_A_ME_MESSAGE_IN_A_CHANNEL, waited 22ms]",
+    ]
 
 
 def test_api_text_in_a_tree_is_escaped() -> None:
@@ -64,7 +71,8 @@ def test_api_text_in_a_tree_is_escaped() -> None:
         MappingOptions(),
     )
     out = io.StringIO()
-    TreeSink(out, color=True).export(mapped.all_spans())
+    spans = mapped.all_spans()
+    TreeSink(out, color=True).send(TRACES, framed_spans(spans), len(spans))
     text = out.getvalue()
     lines = text.strip().split("\n")
     assert len(lines) == 4, lines  # header, root, two steps: nothing forged a line

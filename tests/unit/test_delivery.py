@@ -1,42 +1,50 @@
 """Delivery in process: the spool to a sink that confirms or refuses, on clocks we move.
 
-Invariants (exporter/delivery.py): spans leave the spool oldest first in bounded batches,
-each deleted and counted in the workflow metrics only in the transaction that follows the
-sink's confirmation; a refusal leaves everything spooled and pauses exports 5, 10, 20 ...
-seconds (capped at 60) on the monotonic clock while polling goes on; a spooled span that
-cannot be read back is dropped, said once and counted, and never blocks the rest.
+Invariants (exporter/delivery.py): records leave the spool oldest first in bounded
+batches, framed into requests around their spooled bytes, each deleted and counted in the
+workflow metrics only in the transaction that follows the sink's confirmation; a refusal
+leaves everything spooled and pauses that signal's exports 5, 10, 20 ... seconds (capped
+at 60) on the monotonic clock while polling goes on, traces and logs each on their own; a
+span spooled as JSON by a version before schema 4 is delivered like any other, and one
+that cannot be read back is dropped, said once and counted, and never blocks the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import functools
 import logging
+import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-from exporter.delivery import Delivery, DeliverySettings, ExportWorker
-from exporter.emulator import ManualClock
+from exporter.collect import capture_of
+from exporter.delivery import DeliverySettings, ExportWorker
 from exporter.mapping import attributes as attr
 from exporter.mapping.ids import span_context
-from exporter.mapping.spans import MappingOptions
-from exporter.problems import ProblemReporter
+from exporter.mapping.otlp import SpanSpec
+from exporter.mapping.spans import map_run
 from exporter.results import PollResult
-from exporter.spool import encode_span
-from exporter.state import Capture, Ledger
-from exporter.telemetry import Telemetry
-from exporter.workflow_metrics import MetricBook
-from tests.unit.inprocess import START, RecordingSink
+from exporter.sink.encoding import LOGS, TRACES, Signal
+from exporter.spool import outgoing_span
+from exporter.state import SCHEMA_VERSION, Capture, Ledger
+from exporter.workflow_metrics import MetricBook, samples_of
+from tests.golden.test_golden import cases
+from tests.support.ledger import legacy_json, spool_legacy, write_schema_3
+from tests.support.sinks import RecordingSink
+from tests.unit.inprocess import START, DeliveryRig
 
 NS = 1_000_000_000
 WF = "wf-1"
 
 
-def _span(run: int, step: int | None) -> ReadableSpan:
+def _span(run: int, step: int | None) -> SpanSpec:
     """A step span (or the root, step None) of run number `run`, as the mapping makes it."""
     trace_id = 0x1000 + run
     attributes: dict[str, str] = {attr.WORKFLOW_ID: WF, attr.WORKFLOW_NAME: "joke"}
@@ -50,7 +58,7 @@ def _span(run: int, step: int | None) -> ReadableSpan:
             attr.STEP_STATUS: "completed",
         }
     start = int(START * NS) - 60 * NS
-    return ReadableSpan(
+    return SpanSpec(
         name="joke" if step is None else f"node-{step}",
         context=span_context(trace_id, 0x100 + (0 if step is None else step + 1)),
         parent=None if step is None else span_context(trace_id, 0x100),
@@ -61,60 +69,28 @@ def _span(run: int, step: int | None) -> ReadableSpan:
     )
 
 
-def _capture(run: int, steps: int) -> Capture:
-    """A finished run: `steps` step spans and its root."""
+def _capture(run: int, steps: int, *, done: bool = True) -> Capture:
+    """A run's `steps` step spans, and its root when it is done."""
+    spans = [_span(run, i) for i in range(steps)] + ([_span(run, None)] if done else [])
     return Capture(
         workflow_id=WF,
         run_id=f"run-{run}",
-        status="completed",
-        step_spans={f"run-{run}/s{i}": encode_span(_span(run, i)) for i in range(steps)},
-        root_span=encode_span(_span(run, None)),
-        run_done=True,
+        status="completed" if done else "running",
+        steps=tuple(f"run-{run}/s{i}" for i in range(steps)),
+        outgoing=tuple(outgoing_span(span) for span in spans),
+        run_done=done,
     )
 
 
-class Setup:
-    def __init__(
-        self, ledger: Ledger, settings: DeliverySettings, sink: RecordingSink | None = None
-    ) -> None:
-        self.ledger = ledger
-        self.sink = sink or RecordingSink()
-        self.telemetry = Telemetry()
-        self.reporter = ProblemReporter(self.telemetry)
-        self.clock = ManualClock(START)
-        self.monotonic = ManualClock(1_000.0)
-        self.delivery = Delivery(
-            ledger,
-            self.sink,
-            MappingOptions(),
-            self.telemetry,
-            self.reporter,
-            settings,
-            clock=self.clock,
-            monotonic=self.monotonic,
-        )
-
-    def flush(self, *, force: bool = False) -> PollResult:
-        result = PollResult()
-        asyncio.run(self.delivery.flush(result, force=force))
-        return result
-
-    def capture(self, *captures: Capture) -> None:
-        self.delivery.capture(captures, PollResult())
-
-    def counted(self, metric: str) -> float:
-        return sum(s.count for (name, _), s in self.telemetry.book.series.items() if name == metric)
-
-
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[Setup]:
+def setup(tmp_path: Path) -> Iterator[DeliveryRig]:
     with Ledger(tmp_path / "ledger.db") as ledger:
-        made = Setup(ledger, DeliverySettings(export_batch_size=4))
+        made = DeliveryRig(ledger, DeliverySettings(export_batch_size=4))
         yield made
-        made.delivery.close()
+        made.close()
 
 
-def test_the_spool_goes_out_oldest_first_in_batches_and_is_confirmed(setup: Setup) -> None:
+def test_the_spool_goes_out_oldest_first_in_batches_and_is_confirmed(setup: DeliveryRig) -> None:
     setup.capture(_capture(1, 3), _capture(2, 5))  # 4 + 6 spans
     result = setup.flush()
 
@@ -127,28 +103,28 @@ def test_the_spool_goes_out_oldest_first_in_batches_and_is_confirmed(setup: Setu
 
 
 def test_batches_stay_within_the_byte_budget(tmp_path: Path) -> None:
+    one_span = len(outgoing_span(_span(1, 0)).payload)
     with Ledger(tmp_path / "ledger.db") as ledger:
-        one_span = len(encode_span(_span(1, 0)))
-        made = Setup(
+        made = DeliveryRig(
             ledger, DeliverySettings(export_batch_size=100, export_batch_bytes=3 * one_span)
         )
-        made.capture(_capture(1, 9))  # 10 spans of about the same size
+        made.capture(_capture(1, 9))  # 9 step spans of the same size, and the root
         result = made.flush()
-        made.delivery.close()
+        made.close()
     assert result.spans_exported == 10
-    assert sum(made.sink.batches) == 10 and max(made.sink.batches) <= 3
+    assert made.sink.batches == [3, 3, 3, 1]
 
 
 def test_a_span_larger_than_the_budget_still_goes_out_alone(tmp_path: Path) -> None:
     with Ledger(tmp_path / "ledger.db") as ledger:
-        made = Setup(ledger, DeliverySettings(export_batch_bytes=10))
+        made = DeliveryRig(ledger, DeliverySettings(export_batch_bytes=10))
         made.capture(_capture(1, 2))
         result = made.flush()
-        made.delivery.close()
-    assert result.spans_exported == 3 and made.sink.attempts == 3
+        made.close()
+    assert result.spans_exported == 3 and made.sink.batches == [1, 1, 1]
 
 
-def test_a_refused_export_keeps_everything_spooled_and_backs_off(setup: Setup) -> None:
+def test_a_refused_export_keeps_everything_spooled_and_backs_off(setup: DeliveryRig) -> None:
     setup.capture(_capture(1, 3), _capture(2, 3))
     setup.sink.refusing = True
     schedule = []
@@ -183,7 +159,7 @@ def test_a_refused_export_keeps_everything_spooled_and_backs_off(setup: Setup) -
     assert "next attempt in 5s" in setup.flush().errors[-1]
 
 
-def test_the_backoff_follows_the_monotonic_clock_not_the_wall_clock(setup: Setup) -> None:
+def test_the_backoff_follows_the_monotonic_clock_not_the_wall_clock(setup: DeliveryRig) -> None:
     setup.capture(_capture(1, 1))
     setup.sink.refusing = True
     setup.flush()
@@ -197,11 +173,11 @@ def test_the_backoff_follows_the_monotonic_clock_not_the_wall_clock(setup: Setup
 class RaisingSink(RecordingSink):
     """A sink that breaks instead of answering (a console whose stdout was closed)."""
 
-    def export(self, spans: Sequence[ReadableSpan]) -> bool:
+    def send(self, signal: Signal, request: bytes, count: int) -> bool:
         if self.refusing:
-            self.batches.append(len(spans))
+            self.requests.append((signal, count))
             raise BrokenPipeError("[Errno 32] Broken pipe")
-        return super().export(spans)
+        return super().send(signal, request, count)
 
 
 def test_a_sink_that_raises_is_a_refusal_said_once(
@@ -209,7 +185,7 @@ def test_a_sink_that_raises_is_a_refusal_said_once(
 ) -> None:
     ledger = Ledger(tmp_path / "ledger.db")
     sink = RaisingSink()
-    setup = Setup(ledger, DeliverySettings(), sink)
+    setup = DeliveryRig(ledger, DeliverySettings(), sink)
     setup.capture(_capture(1, 2))
     sink.refusing = True
     with caplog.at_level(logging.WARNING, logger="exporter.problems"):
@@ -227,11 +203,12 @@ def test_a_sink_that_raises_is_a_refusal_said_once(
     sink.refusing = False
     setup.monotonic.advance(10)
     assert setup.flush().spans_exported == 3 and sink.duplicates() == []
-    setup.delivery.close()
+    assert sink.attempts == 3
+    setup.close()
     ledger.close()
 
 
-def test_force_sends_even_while_backing_off(setup: Setup) -> None:
+def test_force_sends_even_while_backing_off(setup: DeliveryRig) -> None:
     setup.capture(_capture(1, 1))
     setup.sink.refusing = True
     setup.flush()
@@ -240,7 +217,7 @@ def test_force_sends_even_while_backing_off(setup: Setup) -> None:
     assert setup.flush(force=True).spans_exported == 2
 
 
-def test_metrics_count_exactly_the_confirmed_spans_and_are_persisted(setup: Setup) -> None:
+def test_metrics_count_exactly_the_confirmed_spans_and_are_persisted(setup: DeliveryRig) -> None:
     setup.capture(_capture(1, 3))
     setup.sink.refusing = True
     setup.flush(force=True)
@@ -261,33 +238,145 @@ def test_metrics_count_exactly_the_confirmed_spans_and_are_persisted(setup: Setu
 
 
 def test_an_unreadable_spooled_span_is_dropped_said_once_and_counted(
-    setup: Setup, caplog: pytest.LogCaptureFixture
+    setup: DeliveryRig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broken = Capture(WF, "run-9", "completed", {"run-9/s0": '{"n": "half a span'}, None, True)
-    setup.capture(_capture(1, 1), broken, _capture(2, 1))
+    """Only a row of an older version can be unreadable: span JSON, cut short here."""
+    setup.capture(_capture(1, 1))
+    spool_legacy(setup.ledger.path, [(WF, "run-9", '{"n": "half a span')])
+    setup.capture(_capture(2, 1))
     with caplog.at_level(logging.WARNING, logger="exporter.problems"):
         result = setup.flush()
+        assert setup.flush().spans_exported == 0  # gone with its batch: not said again
 
-    assert result.spans_exported == 4 and result.pending_spans == 0
+    assert result.spans_exported == 4 and result.pending_spans == 0 and result.ok
+    assert [s.context.trace_id for s in setup.sink.spans] == [0x1001] * 2 + [0x1002] * 2
     assert setup.reporter.skipped_records == 1
-    assert setup.telemetry.skipped_records.labels("spooled_span")._value.get() == 1
+    assert setup.telemetry.skipped_records.labels("spooled_traces")._value.get() == 1
     warnings = [r.getMessage() for r in caplog.records if "run-9" in r.getMessage()]
     assert len(warnings) == 1 and "cannot be read back" in warnings[0]
 
 
-def test_a_batch_of_only_unreadable_spans_does_not_call_the_sink(setup: Setup) -> None:
-    setup.capture(Capture(WF, "run-9", "completed", {"s0": "{}", "s1": "[]"}, None, True))
+def test_a_batch_of_only_unreadable_spans_does_not_call_the_sink(setup: DeliveryRig) -> None:
+    spool_legacy(setup.ledger.path, [(WF, "run-9", "{}"), (WF, "run-9", "[]")])
     result = setup.flush()
     assert setup.sink.attempts == 0 and result.pending_spans == 0 and result.ok
     assert setup.reporter.skipped_records == 2
 
 
-def test_capture_counts_the_runs_it_completes(setup: Setup) -> None:
+def test_capture_counts_the_runs_it_completes(setup: DeliveryRig) -> None:
     result = PollResult()
-    in_flight = Capture(WF, "run-3", "running", {"s0": encode_span(_span(3, 0))}, None, False)
-    setup.delivery.capture([_capture(1, 1), in_flight], result)
+    setup.delivery.capture([_capture(1, 1), _capture(3, 1, done=False)], result)
     assert result.runs_completed == 1
     assert setup.ledger.pending_count() == 3
+
+
+def _book(book: MetricBook) -> dict[object, tuple[float, float]]:
+    return {key: (series.count, series.total) for key, series in book.series.items()}
+
+
+def test_a_ledger_of_the_previous_version_upgrades_and_delivers_every_spooled_span(
+    tmp_path: Path, shared_dir: Path
+) -> None:
+    """Issue 14: an old-format ledger upgrades without loss. Schema 3 spooled each span as
+    JSON; once upgraded, every one of them goes out as the span it was, counted in the
+    workflow metrics on top of the totals the old version kept, ahead of what this version
+    spools after it."""
+    legacy = [
+        span
+        for case in cases(shared_dir)
+        for span in map_run(case.workflow, case.run, case.steps, case.options).all_spans()
+    ]
+    path = tmp_path / "ledger.db"
+    write_schema_3(path)
+    spool_legacy(
+        path, [(WF, str(span.attributes[attr.RUN_ID]), legacy_json(span)) for span in legacy]
+    )
+    earlier = [sample for span in (_span(7, 0), _span(7, None)) for sample in samples_of(span)]
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executemany(
+            "INSERT INTO metric_series VALUES (?, ?, ?)", MetricBook().apply(earlier, START)
+        )
+
+    with Ledger(path) as ledger:
+        assert ledger.pending_count(TRACES) == len(legacy) > 40
+        rig = DeliveryRig(ledger, DeliverySettings(export_batch_size=16))
+        rig.capture(_capture(1, 2))  # spooled by this version, after the upgrade
+        result = rig.flush()
+        rig.close()
+        persisted = MetricBook()
+        persisted.load(ledger.metric_series())
+    with sqlite3.connect(path) as db:
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        left = db.execute("SELECT count(*) FROM spool").fetchone()
+    assert int(version[0]) == SCHEMA_VERSION == 4 and left == (0,)
+
+    sent = [*legacy, _span(1, 0), _span(1, 1), _span(1, None)]
+    assert result.ok and result.spans_exported == len(sent) and result.pending_spans == 0
+    assert rig.sink.batches == [16, 16, 16, 7]
+    assert [span.encode() for span in rig.sink.spans] == [span.encode() for span in sent]
+    expected = MetricBook()
+    expected.apply([*earlier, *(sample for span in sent for sample in samples_of(span))], START)
+    assert _book(rig.telemetry.book) == _book(expected) == _book(persisted)
+    roots = [span for span in sent if span.parent is None or span.parent.is_remote]
+    assert rig.counted("orchestra_runs") == len(roots) + 1 and rig.counted("orchestra_steps") > 1
+    assert rig.reporter.skipped_records == 0
+
+
+def test_failure_logs_are_spooled_with_their_spans_and_confirmed_on_their_own(
+    tmp_path: Path, shared_dir: Path
+) -> None:
+    """A failed run's spans and its failures' log records enter the spool in one capture;
+    each signal is then confirmed, refused and backed off on its own: a logs backend that
+    is down keeps the logs spooled and never holds back the spans."""
+    case = next(c for c in cases(shared_dir) if c.name == "joke-to-slack-run-failed")
+    options = dataclasses.replace(case.options, failure_logs=True)
+    mapped = map_run(case.workflow, case.run, case.steps, options)
+    spans, logs = mapped.all_spans(), list(mapped.logs)
+    failed = [(span.context.trace_id, span.context.span_id) for span in spans if span.failed]
+    capture = capture_of(case.workflow.workflow_id, case.run, mapped)
+    assert capture is not None and len(failed) == len(logs) == 3
+    assert [item.signal for item in capture.outgoing] == [TRACES] * len(spans) + [LOGS] * 3
+
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        rig = DeliveryRig(ledger, options=options)
+        rig.capture(capture)
+        assert (ledger.pending_count(TRACES), ledger.pending_count(LOGS)) == (len(spans), 3)
+        rig.sink.refused_signals = {LOGS}
+        refused = rig.flush()
+        # The spans went; the logs stay spooled, and only the logs back off.
+        assert refused.spans_exported == len(spans) and refused.pending_spans == 0
+        assert refused.logs_exported == 0 and refused.pending_logs == 3
+        assert refused.log_export_failed and not refused.export_failed
+        assert refused.errors == [
+            "recording: the log record export was not confirmed; log records stay spooled, "
+            "next attempt in 5s"
+        ]
+        rig.capture(_capture(1, 1))
+        paused = rig.flush()
+        assert paused.spans_exported == 2 and paused.pending_logs == 3
+        assert paused.errors == ["recording: log exports paused 5s more"]
+        assert rig.sink.log_attempts == 1
+
+        rig.sink.refused_signals = set()
+        rig.monotonic.advance(5)
+        delivered = rig.flush()
+        assert delivered.ok and delivered.logs_exported == 3 and delivered.pending_logs == 0
+        assert ledger.pending_count(LOGS) == ledger.pending_count(TRACES) == 0
+        rig.close()
+
+    assert rig.sink.logs == logs
+    assert [
+        (int.from_bytes(r.trace_id, "big"), int.from_bytes(r.span_id, "big")) for r in logs
+    ] == failed
+    assert [span.encode() for span in rig.sink.spans] == [
+        span.encode() for span in [*spans, _span(1, 0), _span(1, None)]
+    ]
+    telemetry = rig.telemetry
+    assert telemetry.log_export_failures.labels("recording")._value.get() == 1
+    assert telemetry.export_failures.labels("recording")._value.get() == 0
+    assert telemetry.logs_exported.labels("recording")._value.get() == 3
+    # Log records add nothing to the workflow metrics: their spans are counted.
+    assert rig.counted("orchestra_runs") == 2 and rig.counted("orchestra_steps") == 3
 
 
 def test_the_export_worker_is_one_thread_however_many_exports() -> None:
@@ -299,7 +388,7 @@ def test_the_export_worker_is_one_thread_however_many_exports() -> None:
         return batch % 2 == 0
 
     async def many() -> list[bool]:
-        return [await worker.run(export, batch) for batch in range(50)]
+        return [await worker.run(functools.partial(export, batch)) for batch in range(50)]
 
     before = threading.active_count()
     outcomes = asyncio.run(many())
@@ -313,14 +402,14 @@ def test_the_export_worker_is_one_thread_however_many_exports() -> None:
 def test_an_exception_in_the_worker_reaches_the_caller() -> None:
     worker = ExportWorker()
 
-    def export(_: object) -> bool:
+    def export() -> bool:
         raise ValueError("the encoder choked")
 
     async def call() -> bool:
-        return await worker.run(export, None)
+        return await worker.run(export)
 
     with pytest.raises(ValueError, match="the encoder choked"):
         asyncio.run(call())
     # The thread survives it and serves the next export.
-    assert asyncio.run(worker.run(lambda _: True, None)) is True  # type: ignore[arg-type]
+    assert asyncio.run(worker.run(lambda: True)) is True
     worker.close()

@@ -9,6 +9,7 @@ in test_bounds.py.)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import stat
@@ -16,9 +17,15 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from opentelemetry.trace import SpanKind
 
 from exporter.errors import StateError
-from exporter.state import SCHEMA_VERSION, Capture, Ledger, RunState
+from exporter.mapping.ids import span_context
+from exporter.mapping.otlp import SpanSpec
+from exporter.sink.encoding import LOGS, TRACES
+from exporter.state import SCHEMA_VERSION, Capture, Ledger, Outgoing, RunState
+from tests.support.ledger import SCHEMA_3, legacy_json, spool_legacy
+from tests.unit.inprocess import DeliveryRig
 
 NS = 1_000_000_000
 WF = "wf-1"
@@ -27,19 +34,25 @@ WF = "wf-1"
 def _capture(
     run_id: str, steps: int, *, done: bool, workflow_id: str = WF, status: str | None = None
 ) -> Capture:
+    """Step spans and, when done, the root: payloads that say which span they stand for
+    (the ledger keeps bytes, it never reads them), each with its metric samples."""
+    names = [f"s{i}" for i in range(steps)] + (["root"] if done else [])
     return Capture(
         workflow_id=workflow_id,
         run_id=run_id,
         status=status or ("completed" if done else "running"),
-        step_spans={f"{run_id}/s{i}": f'{{"span":"{run_id}/s{i}"}}' for i in range(steps)},
-        root_span=f'{{"span":"{run_id}/root"}}' if done else None,
+        steps=tuple(f"{run_id}/s{i}" for i in range(steps)),
+        outgoing=tuple(
+            Outgoing(TRACES, f"{run_id}/{name}".encode(), f"samples of {run_id}/{name}")
+            for name in names
+        ),
         run_done=done,
     )
 
 
 def _broken(run_id: str) -> Capture:
     """A capture SQLite refuses half way (a NULL payload breaks the spool's NOT NULL)."""
-    return Capture(WF, run_id, "completed", {"s0": cast(str, None)}, None, run_done=True)
+    return Capture(WF, run_id, "completed", ("s0",), (Outgoing(TRACES, cast(bytes, None)),), True)
 
 
 def _schema_version(path: Path) -> int:
@@ -62,12 +75,13 @@ def test_capture_spools_spans_and_marks_steps_and_run_together(tmp_path: Path) -
         ledger.capture([_capture("r1", 2, done=True), _capture("r2", 1, done=False)], 5 * NS)
 
         spooled = ledger.spooled(10)
-        assert [(s.run_id, s.payload) for s in spooled] == [
-            ("r1", '{"span":"r1/s0"}'),
-            ("r1", '{"span":"r1/s1"}'),
-            ("r1", '{"span":"r1/root"}'),
-            ("r2", '{"span":"r2/s0"}'),
+        assert [(s.run_id, s.payload, s.samples) for s in spooled] == [
+            ("r1", b"r1/s0", "samples of r1/s0"),
+            ("r1", b"r1/s1", "samples of r1/s1"),
+            ("r1", b"r1/root", "samples of r1/root"),
+            ("r2", b"r2/s0", "samples of r2/s0"),
         ]
+        assert ledger.pending_count(LOGS) == 0 and ledger.spooled(10, signal=LOGS) == []
         assert ledger.captured_steps("r1") == {"r1/s0", "r1/s1"}
         assert ledger.run_states(WF, ["r1", "r2"]) == {
             "r1": RunState("completed", True),
@@ -210,58 +224,46 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
 
 # --- schema versions ---------------------------------------------------------------------
 
-# The tables as schema 2 created them (exporter/state.py at commit 2464dcf), the last
-# version before `runs.unreadable`.
-SCHEMA_2 = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS workflows (
-    workflow_id   TEXT PRIMARY KEY,
-    since_ns      INTEGER NOT NULL,
-    first_seen_ns INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    workflow_id   TEXT NOT NULL,
-    run_id        TEXT NOT NULL,
-    status        TEXT,
-    first_seen_ns INTEGER NOT NULL,
-    done          INTEGER NOT NULL DEFAULT 0,
-    done_ns       INTEGER,
-    PRIMARY KEY (workflow_id, run_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS runs_open ON runs (workflow_id) WHERE done = 0;
-CREATE TABLE IF NOT EXISTS captured_steps (
-    run_id      TEXT NOT NULL,
-    step_id     TEXT NOT NULL,
-    captured_ns INTEGER NOT NULL,
-    PRIMARY KEY (run_id, step_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS metric_series (
-    metric TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    value  TEXT NOT NULL,
-    PRIMARY KEY (metric, labels)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS spool (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    workflow_id TEXT NOT NULL,
-    run_id      TEXT NOT NULL,
-    payload     TEXT NOT NULL,
-    queued_ns   INTEGER NOT NULL
-);
-INSERT INTO meta (key, value) VALUES ('schema_version', '2');
+# The tables as schema 2 created them (exporter/state.py at commit 2464dcf): schema 3's,
+# less `runs.unreadable`.
+_UNREADABLE = "    unreadable    INTEGER NOT NULL DEFAULT 0,\n"
+assert _UNREADABLE in SCHEMA_3
+SCHEMA_2 = SCHEMA_3.replace(_UNREADABLE, "").replace(
+    "'schema_version', '3'", "'schema_version', '2'"
+)
+OLD_ROWS = """
 INSERT INTO workflows VALUES ('wf-1', 1000, 1000);
 INSERT INTO runs VALUES ('wf-1', 'done-run', 'completed', 1100, 1, 1200);
 INSERT INTO runs VALUES ('wf-1', 'open-run', 'running', 1150, 0, NULL);
 INSERT INTO captured_steps VALUES ('done-run', 'step-a', 1200), ('open-run', 'step-b', 1210);
 INSERT INTO metric_series VALUES ('orchestra_runs', '["wf-1"]', '[1.0,0.0,[]]');
-INSERT INTO spool (workflow_id, run_id, payload, queued_ns)
-    VALUES ('wf-1', 'done-run', '{"n":"root"}', 1200), ('wf-1', 'open-run', '{"n":"b"}', 1210);
 """
+TRACE = 0x5B69669F975A49AFA33A61FF9AE5A20F
+
+
+def _old_span(name: str, span_id: int, parent: int | None) -> SpanSpec:
+    return SpanSpec(
+        name=name,
+        context=span_context(TRACE, span_id),
+        parent=None if parent is None else span_context(TRACE, parent),
+        kind=SpanKind.INTERNAL,
+        start_time=1_741_833_675_021_907_000,
+        end_time=1_741_833_719_201_337_000,
+        attributes={"orchestra.run.id": name},
+    )
+
+
+# A run's root, and a step of a run still going, spooled as JSON.
+OLD_SPANS = (
+    ("done-run", _old_span("root", 0x100, None)),
+    ("open-run", _old_span("b", 0x101, 0x100)),
+)
 
 
 def _write_schema_2(path: Path) -> None:
-    with sqlite3.connect(path) as db:
-        db.executescript(SCHEMA_2)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(SCHEMA_2 + OLD_ROWS)
+    spool_legacy(path, [(WF, run_id, legacy_json(span)) for run_id, span in OLD_SPANS])
 
 
 def test_a_schema_2_ledger_is_upgraded_in_place_and_loses_nothing(tmp_path: Path) -> None:
@@ -270,17 +272,22 @@ def test_a_schema_2_ledger_is_upgraded_in_place_and_loses_nothing(tmp_path: Path
 
     with Ledger(path) as ledger:
         counts = ledger.counts()
-        spooled = [(s.run_id, s.payload) for s in ledger.spooled(10)]
+        spooled = [(s.run_id, s.payload, s.samples) for s in ledger.spooled(10)]
         states = ledger.run_states(WF, ["done-run", "open-run"])
         open_runs = ledger.open_runs(WF)
         steps = ledger.captured_steps("done-run") | ledger.captured_steps("open-run")
         series = ledger.metric_series()
         since = ledger.workflow_since(WF)
         unreadable = ledger.note_unreadable(WF, "open-run")  # the column schema 3 added
+        # What schema 2 spooled goes out as the spans it was.
+        rig = DeliveryRig(ledger)
+        delivered = rig.flush()
+        rig.close()
+        left = ledger.pending_count()
 
-    assert _schema_version(path) == SCHEMA_VERSION == 3
+    assert _schema_version(path) == SCHEMA_VERSION == 4
     assert counts == {"workflows": 1, "runs": 2, "open_runs": 1, "steps": 2, "pending_spans": 2}
-    assert spooled == [("done-run", '{"n":"root"}'), ("open-run", '{"n":"b"}')]
+    assert spooled == [(run_id, legacy_json(span), None) for run_id, span in OLD_SPANS]
     assert states == {
         "done-run": RunState("completed", True),
         "open-run": RunState("running", False),
@@ -290,9 +297,12 @@ def test_a_schema_2_ledger_is_upgraded_in_place_and_loses_nothing(tmp_path: Path
     assert series == [("orchestra_runs", '["wf-1"]', "[1.0,0.0,[]]")]
     assert since == 1000
     assert unreadable == 1
+    assert delivered.ok and delivered.spans_exported == 2 and left == 0
+    assert [span.encode() for span in rig.sink.spans] == [span.encode() for _, span in OLD_SPANS]
     # Opening it again is a no-op, not a second migration.
     with Ledger(path) as ledger:
-        assert ledger.counts() == counts
+        assert ledger.counts() == {**counts, "pending_spans": 0}
+        assert ledger.metric_series() == series
 
 
 def test_a_ledger_of_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:

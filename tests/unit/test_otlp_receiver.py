@@ -361,7 +361,8 @@ def post(
 def test_http_error_answers(otlp_receiver: OtlpReceiver) -> None:
     assert post(otlp_receiver, b"\xff\xff not protobuf") == 400
     assert post(otlp_receiver, b"not gzip", **{"Content-Encoding": "gzip"}) == 400
-    assert post(otlp_receiver, b"", path="/v1/logs") == 404
+    assert post(otlp_receiver, b"", path="/v1/profiles") == 404
+    assert post(otlp_receiver, b"\xff\xff not protobuf", path="/v1/logs") == 400
     assert post(otlp_receiver, b"", content_type="text/plain") == 415
     assert post(otlp_receiver, b"{not json", content_type="application/json") == 400
     assert otlp_receiver.request_count() == 0
