@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from exporter.errors import ExportError, StateError
 from exporter.mapping.options import MappingOptions
@@ -31,6 +31,8 @@ from exporter.workflow_metrics import SpoolFacts, decode_facts
 
 _NS = 1_000_000_000
 SIGNALS: tuple[Signal, ...] = (TRACES, LOGS)
+# skipped_records{kind} of a spooled row that cannot be read ("spooled_span" since schema 1).
+_UNREADABLE_KIND: Final = {TRACES: "spooled_span", LOGS: "spooled_log"}
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ class Delivery:
                 result.spans_exported += count
             else:
                 result.logs_exported += count
-            self._reporter.skipped(f"spooled_{signal}", batch.unreadable)
+            self._reporter.skipped(_UNREADABLE_KIND[signal], batch.unreadable)
 
     def _batch(self, rows: Sequence[Spooled]) -> _Batch:
         """The longest run of rows within the byte budget (always at least one row)."""
@@ -146,11 +148,23 @@ class Delivery:
                 if size > self._settings.export_batch_bytes and batch.ids:
                     break
                 batch.payloads.append(outgoing.payload)
-                batch.facts.append(decode_facts(outgoing.samples))
+                batch.facts.append(self._facts(row, outgoing.samples))
             else:
                 batch.unreadable += 1  # dropped with the batch: it can never be sent
             batch.ids.append(row.id)
         return batch
+
+    def _facts(self, row: Spooled, samples: str) -> SpoolFacts:
+        """The row's metric samples; unreadable ones are dropped, the record still goes."""
+        try:
+            return decode_facts(samples)
+        except (ValueError, KeyError, TypeError, IndexError):
+            self._reporter.once(
+                "metric samples of spooled records",
+                "unreadable: the records are sent, their samples are not counted",
+            )
+            self._reporter.skipped("spooled_samples", 1)
+            return SpoolFacts([])
 
     def _readable(self, row: Spooled) -> Outgoing | None:
         if isinstance(row.payload, bytes):

@@ -50,6 +50,8 @@ class PollResult:
             f"{self.requests} requests, backlog {self.runs_in_flight} runs in flight"
             f" / {self.pending_spans} spans unsent"
         )
+        if self.logs_exported or self.pending_logs:
+            text += f", {self.logs_exported} failure logs exported / {self.pending_logs} unsent"
         if self.errors:
             text += f", {len(self.errors)} errors"
         return text

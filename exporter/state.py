@@ -339,11 +339,12 @@ class Ledger:
         row = self._one(
             "SELECT (SELECT count(*) FROM workflows), (SELECT count(*) FROM runs), "
             "(SELECT count(*) FROM runs WHERE done = 0), (SELECT count(*) FROM captured_steps), "
-            "(SELECT count(*) FROM spool)",
+            "(SELECT count(*) FROM spool WHERE signal = 'traces'), "
+            "(SELECT count(*) FROM spool WHERE signal = 'logs')",
             (),
         )
         assert row is not None
-        keys = ("workflows", "runs", "open_runs", "steps", "pending_spans")
+        keys = ("workflows", "runs", "open_runs", "steps", "pending_spans", "pending_logs")
         return dict(zip(keys, row, strict=True))
 
     # --- plumbing ----------------------------------------------------------------------

@@ -124,10 +124,15 @@ class Telemetry:
         )
         self.state = HealthState()
         self.otlp: MetricRecorder | None = None  # set when metrics are pushed over OTLP
+        self._schedule: _ScheduleCollector | None = None
 
     def watch_schedule(self, schedule: PollSchedule, clock: Callable[[], float]) -> None:
-        """The adaptive poll schedule, read at scrape time."""
-        self.registry.register(_ScheduleCollector(schedule, clock))
+        """The adaptive poll schedule, read at scrape time; a newer poller's replaces it
+        (a backfill that resumes builds a second poller on the same process metrics)."""
+        if self._schedule is not None:
+            self.registry.unregister(self._schedule)
+        self._schedule = _ScheduleCollector(schedule, clock)
+        self.registry.register(self._schedule)
 
     def watch_client(
         self, stats: Callable[[], ClientStats], paused: Callable[[], float] = lambda: 0.0

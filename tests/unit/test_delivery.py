@@ -251,9 +251,27 @@ def test_an_unreadable_spooled_span_is_dropped_said_once_and_counted(
     assert result.spans_exported == 4 and result.pending_spans == 0 and result.ok
     assert [s.context.trace_id for s in setup.sink.spans] == [0x1001] * 2 + [0x1002] * 2
     assert setup.reporter.skipped_records == 1
-    assert setup.telemetry.skipped_records.labels("spooled_traces")._value.get() == 1
+    assert setup.telemetry.skipped_records.labels("spooled_span")._value.get() == 1
     warnings = [r.getMessage() for r in caplog.records if "run-9" in r.getMessage()]
     assert len(warnings) == 1 and "cannot be read back" in warnings[0]
+
+
+def test_unreadable_metric_samples_leave_the_span_to_be_sent_and_are_counted(
+    setup: DeliveryRig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The span is the data; its samples only feed the workflow metrics."""
+    setup.capture(_capture(1, 2))
+    with sqlite3.connect(setup.ledger.path) as db:
+        db.execute("UPDATE spool SET samples = '{\"m\": [[' WHERE id = 1")
+        db.execute("UPDATE spool SET samples = '{\"m\": 7}' WHERE id = 2")
+    with caplog.at_level(logging.WARNING, logger="exporter.problems"):
+        result = setup.flush()
+
+    assert result.spans_exported == 3 and result.pending_spans == 0
+    assert len(setup.sink.spans) == 3
+    assert setup.telemetry.skipped_records.labels("spooled_samples")._value.get() == 2
+    said = [r.getMessage() for r in caplog.records if "metric samples" in r.getMessage()]
+    assert len(said) == 1 and "not counted" in said[0]
 
 
 def test_a_batch_of_only_unreadable_spans_does_not_call_the_sink(setup: DeliveryRig) -> None:
@@ -346,6 +364,9 @@ def test_failure_logs_are_spooled_with_their_spans_and_confirmed_on_their_own(
         # The spans went; the logs stay spooled, and only the logs back off.
         assert refused.spans_exported == len(spans) and refused.pending_spans == 0
         assert refused.logs_exported == 0 and refused.pending_logs == 3
+        counts = ledger.counts()  # what `check` prints: each signal on its own
+        assert (counts["pending_spans"], counts["pending_logs"]) == (0, 3)
+        assert refused.summary().endswith(", 0 failure logs exported / 3 unsent, 1 errors")
         assert refused.log_export_failed and not refused.export_failed
         assert refused.errors == [
             "recording: the log record export was not confirmed; log records stay spooled, "
