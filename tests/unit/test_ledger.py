@@ -66,7 +66,14 @@ def test_a_new_ledger_is_private_and_empty(tmp_path: Path) -> None:
     with Ledger(path) as ledger:
         counts = ledger.counts()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert counts == {"workflows": 0, "runs": 0, "open_runs": 0, "steps": 0, "pending_spans": 0, "pending_logs": 0}
+    assert counts == {
+        "workflows": 0,
+        "runs": 0,
+        "open_runs": 0,
+        "steps": 0,
+        "pending_spans": 0,
+        "pending_logs": 0,
+    }
     assert _schema_version(path) == SCHEMA_VERSION
 
 
@@ -207,7 +214,14 @@ def test_counts(tmp_path: Path) -> None:
         ledger.track_runs("wf-2", [("r3", "running")], NS)
         ledger.confirm([ledger.spooled(1)[0].id])
         counts = ledger.counts()
-    assert counts == {"workflows": 2, "runs": 3, "open_runs": 2, "steps": 5, "pending_spans": 5, "pending_logs": 0}
+    assert counts == {
+        "workflows": 2,
+        "runs": 3,
+        "open_runs": 2,
+        "steps": 5,
+        "pending_spans": 5,
+        "pending_logs": 0,
+    }
 
 
 def test_state_survives_reopening(tmp_path: Path) -> None:
@@ -286,7 +300,14 @@ def test_a_schema_2_ledger_is_upgraded_in_place_and_loses_nothing(tmp_path: Path
         left = ledger.pending_count()
 
     assert _schema_version(path) == SCHEMA_VERSION == 4
-    assert counts == {"workflows": 1, "runs": 2, "open_runs": 1, "steps": 2, "pending_spans": 2, "pending_logs": 0}
+    assert counts == {
+        "workflows": 1,
+        "runs": 2,
+        "open_runs": 1,
+        "steps": 2,
+        "pending_spans": 2,
+        "pending_logs": 0,
+    }
     assert spooled == [(run_id, legacy_json(span), None) for run_id, span in OLD_SPANS]
     assert states == {
         "done-run": RunState("completed", True),
