@@ -28,7 +28,7 @@ from exporter.workflow_metrics import encode_facts, samples_of
 
 def outgoing_span(span: SpanSpec) -> Outgoing:
     facts = encode_facts(samples_of(span), span.end_time)
-    return Outgoing(TRACES, span.encode().SerializeToString(), facts)
+    return Outgoing(TRACES, span.serialize(), facts)
 
 
 def outgoing_log(record: LogRecord) -> Outgoing:

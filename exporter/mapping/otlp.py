@@ -9,6 +9,7 @@ the SDK would have sent (tests/golden checks it).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -29,6 +30,9 @@ _STATUS_CODES: Final = {
 # The SDK's encoder marks every span (and link) as saying whether its parent is remote.
 _HAS_IS_REMOTE: Final = 0x100
 _IS_REMOTE: Final = 0x200
+_ATTRIBUTES_FIELD: Final = 9  # Span.attributes
+# Longer texts (captured content) are rarely repeated: caching them would only hold memory.
+_CACHED_TEXT_MAX: Final = 256
 _KINDS: Final = {
     SpanKind.INTERNAL: Span.SpanKind.SPAN_KIND_INTERNAL,
     SpanKind.SERVER: Span.SpanKind.SPAN_KIND_SERVER,
@@ -71,37 +75,60 @@ class SpanSpec:
         return self.status.status_code is StatusCode.ERROR
 
     def encode(self) -> Span:
-        span = Span(
+        """The OTLP message (for readers: console, JSON, tests). The spool uses serialize."""
+        span = Span()
+        span.ParseFromString(self.serialize())
+        return span
+
+    def serialize(self) -> bytes:
+        """The Span message's bytes, as `Span(...).SerializeToString()` would write them.
+
+        Built in three parts in field-number order (fields 1-8, the attributes (9), then
+        events, links, status and flags (11-16)), which is the order protobuf writes, so
+        the bytes are the same. The attribute part is the hot one: most attribute values
+        repeat from span to span (workflow, node, model, status), and their encoded form
+        comes from a cache instead of two protobuf objects each.
+        """
+        head = Span(
             trace_id=self.context.trace_id.to_bytes(16, "big"),
             span_id=self.context.span_id.to_bytes(8, "big"),
+            parent_span_id=(
+                self.parent.span_id.to_bytes(8, "big") if self.parent is not None else b""
+            ),
             name=self.name,
             kind=_KINDS[self.kind],
             start_time_unix_nano=self.start_time,
             end_time_unix_nano=self.end_time,
-            attributes=encode_attributes(self.attributes),
+        )
+        tail = Span(
+            events=[
+                Span.Event(
+                    name=event.name,
+                    time_unix_nano=event.timestamp,
+                    attributes=encode_attributes(event.attributes),
+                )
+                for event in self.events
+            ],
+            links=[
+                Span.Link(
+                    trace_id=link.context.trace_id.to_bytes(16, "big"),
+                    span_id=link.context.span_id.to_bytes(8, "big"),
+                    attributes=encode_attributes(link.attributes),
+                    flags=_flags(link.context),
+                )
+                for link in self.links
+            ],
+            status=PbStatus(
+                code=_STATUS_CODES[self.status.status_code], message=self.status.description or ""
+            ),
             flags=_flags(self.parent),
         )
-        if self.parent is not None:
-            span.parent_span_id = self.parent.span_id.to_bytes(8, "big")
-        for event in self.events:
-            span.events.add(
-                name=event.name,
-                time_unix_nano=event.timestamp,
-                attributes=encode_attributes(event.attributes),
-            )
-        for link in self.links:
-            span.links.add(
-                trace_id=link.context.trace_id.to_bytes(16, "big"),
-                span_id=link.context.span_id.to_bytes(8, "big"),
-                attributes=encode_attributes(link.attributes),
-                flags=_flags(link.context),
-            )
-        span.status.CopyFrom(
-            PbStatus(
-                code=_STATUS_CODES[self.status.status_code], message=self.status.description or ""
-            )
+        attributes = b"".join(
+            [_attribute_field(key, value) for key, value in self.attributes.items()]
         )
-        return span
+        fields_1_to_8: bytes = head.SerializeToString()
+        fields_11_to_16: bytes = tail.SerializeToString()
+        return fields_1_to_8 + attributes + fields_11_to_16
 
 
 def make_log_record(
@@ -143,6 +170,40 @@ def encode_value(value: AttributeValue) -> AnyValue:
     if isinstance(value, float):
         return AnyValue(double_value=value)
     return AnyValue(array_value=ArrayValue(values=[encode_value(item) for item in value]))
+
+
+def _attribute_field(key: str, value: AttributeValue) -> bytes:
+    """Span field 9 (one KeyValue of `attributes`), encoded."""
+    if isinstance(value, (str, bool, int, float)) and (
+        not isinstance(value, str) or len(value) <= _CACHED_TEXT_MAX
+    ):
+        return _cached_attribute_field(key, value, type(value).__name__)
+    return length_delimited(_ATTRIBUTES_FIELD, _key_value_bytes(key, value))
+
+
+@functools.lru_cache(maxsize=8192)
+def _cached_attribute_field(key: str, value: AttributeValue, kind: str) -> bytes:
+    # `kind` is part of the key because True == 1 and 1 == 1.0 to a dict, not to OTLP.
+    return length_delimited(_ATTRIBUTES_FIELD, _key_value_bytes(key, value))
+
+
+def _key_value_bytes(key: str, value: AttributeValue) -> bytes:
+    encoded: bytes = KeyValue(key=key, value=encode_value(value)).SerializeToString()
+    return encoded
+
+
+def length_delimited(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field: its tag, the payload's length, the payload."""
+    return bytes([number << 3 | 2]) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _flags(parent: SpanContext | None) -> int:

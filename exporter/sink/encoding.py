@@ -26,7 +26,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource as PbResource
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from exporter.mapping.otlp import SpanSpec, encode_attributes
+from exporter.mapping.otlp import SpanSpec, encode_attributes, length_delimited
 
 Signal = Literal["traces", "logs"]
 TRACES: Final = "traces"
@@ -67,18 +67,20 @@ class Framer:
         """
         if not payloads:
             return b""
-        scoped = _field(1, self.scope_bytes) + b"".join(_field(2, p) for p in payloads)
+        scoped = length_delimited(1, self.scope_bytes) + b"".join(
+            length_delimited(2, p) for p in payloads
+        )
         if self.schema_url:
-            scoped += _field(3, self.schema_url.encode())
-        resource = _field(1, self.resource_bytes) + _field(2, scoped)
+            scoped += length_delimited(3, self.schema_url.encode())
+        resource = length_delimited(1, self.resource_bytes) + length_delimited(2, scoped)
         if self.resource_schema_url:
-            resource += _field(3, self.resource_schema_url.encode())
-        return _field(1, resource)
+            resource += length_delimited(3, self.resource_schema_url.encode())
+        return length_delimited(1, resource)
 
 
 def span_request(framer: Framer, spans: Sequence[SpanSpec]) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
-    request.ParseFromString(framer.request([span.encode().SerializeToString() for span in spans]))
+    request.ParseFromString(framer.request([span.serialize() for span in spans]))
     return request
 
 
@@ -105,20 +107,6 @@ def parse_request(signal: Signal, payload: bytes) -> Request:
     )
     message.ParseFromString(payload)
     return message
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field: its tag, the payload's length as a varint, the payload."""
-    return bytes([number << 3 | 2]) + _varint(len(payload)) + payload
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _hex_ids(node: Any) -> None:

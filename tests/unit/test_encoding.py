@@ -10,8 +10,9 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, Status
+from opentelemetry.trace import Link, SpanKind, Status
 
+from exporter.mapping.ids import span_context
 from exporter.mapping.options import default_scope
 from exporter.mapping.otlp import SpanSpec, decode_span
 from exporter.mapping.spans import map_run
@@ -52,7 +53,7 @@ def test_framed_requests_are_the_sdks_bytes(shared_dir: Path) -> None:
     for scope in (default_scope("1.2.3"), InstrumentationScope("bare")):
         framer = Framer.of(RESOURCE, scope)
         for name, specs in all_specs(shared_dir):
-            ours = framer.request([spec.encode().SerializeToString() for spec in specs])
+            ours = framer.request([spec.serialize() for spec in specs])
             sdk = encode_spans([readable(s, RESOURCE, scope) for s in specs]).SerializeToString()
             assert ours == sdk, name
             checked += len(specs)
@@ -71,3 +72,15 @@ def test_a_span_reads_back_as_it_was_built(shared_dir: Path) -> None:
 
 def test_empty_batches_frame_to_nothing() -> None:
     assert Framer.of(RESOURCE, default_scope()).request([]) == b""
+
+
+def test_cached_attribute_values_keep_their_otlp_type() -> None:
+    """True == 1 == 1.0 to Python's cache keys; to OTLP they are a bool, an int, a double."""
+    context = span_context(0x1234, 0x56)
+    encoded = []
+    for value in (1, True, 1.0, 1, "1", ["1"], "x" * 1000):
+        spec = SpanSpec("s", context, None, SpanKind.INTERNAL, 1, 2, {"a": value})
+        sdk = encode_spans([readable(spec, RESOURCE, default_scope())])
+        assert spec.serialize() == sdk.resource_spans[0].scope_spans[0].spans[0].SerializeToString()
+        encoded.append(spec.serialize())
+    assert len(set(encoded)) == 6  # the second 1 is the first one again

@@ -509,7 +509,7 @@ def skipped_steps(result: RunSpans, *, duplicates: bool = True) -> set[str]:
 
 
 def otlp_bytes(spans: Sequence[SpanSpec]) -> bytes:
-    return FRAMER.request([span.encode().SerializeToString() for span in spans])
+    return FRAMER.request([span.serialize() for span in spans])
 
 
 def otlp_json(spans: Sequence[SpanSpec]) -> bytes:
@@ -860,7 +860,7 @@ def test_lone_surrogates_in_records_still_encode() -> None:
     spans = result.all_spans()
     for span in spans:
         outgoing_span(span).samples.encode("utf-8")  # what sqlite3 does with the spool text
-    [span.encode().SerializeToString() for span in spans]
+    [span.serialize() for span in spans]
 
 
 def test_integer_attributes_fit_in_otlp() -> None:
