@@ -16,7 +16,7 @@ from typing import Any
 
 from exporter.emulator import Emulator
 
-# The retry contract of the API client (DESIGN.md section 4 and the client's docs): at most
+# The retry contract of the API client (docs/design.md, "Request budget"): at most
 # 4 attempts per request, equal-jitter exponential backoff from 0.5 s (the n-th retry waits
 # between half and all of 0.5 * 2**(n-1) s), capped at min(30 s, the poll interval).
 MAX_ATTEMPTS = 4
