@@ -18,7 +18,7 @@ from exporter.mapping.graph import WorkflowGraph, graph_from_api, graph_from_mer
 from exporter.mapping.options import MappingOptions, default_scope
 from exporter.mapping.spans import WorkflowInfo, map_run
 from exporter.mapping.timeparse import parse_timestamp_ns
-from exporter.sink.encoding import Framer, request_to_dict, to_otlp_dict
+from exporter.sink.encoding import LOGS, Framer, parse_request, request_to_dict, to_otlp_dict
 from exporter.source.models import Run, Step, Workflow, parse_records
 
 TESTDATA = Path(__file__).parent / "testdata"
@@ -212,6 +212,22 @@ def cases(shared_dir: Path) -> list[Case]:
             failed_run,
             failed_steps(load(shared_dir, "steps-model-slack.json")),
         ),
+        # Failures as logs: an ERROR record per failure beside the spans; with the
+        # exception signal opted into logs, the exception moves from the span to the log.
+        Case(
+            "joke-to-slack-run-failed-logs",
+            joke,
+            failed_run,
+            failed_steps(load(shared_dir, "steps-model-slack.json")),
+            MappingOptions(scope=OPTIONS.scope, failure_logs=True),
+        ),
+        Case(
+            "joke-to-slack-run-failed-exception-logs",
+            joke,
+            failed_run,
+            failed_steps(load(shared_dir, "steps-model-slack.json")),
+            MappingOptions(scope=OPTIONS.scope, failure_logs=True, exception_signal="logs"),
+        ),
         # Cost: priced at the price in effect when the run started; repriced; no price.
         Case("joke-to-slack-run-priced", joke, seed_run, fixture_steps, priced(PRICES)),
         Case(
@@ -248,6 +264,16 @@ def render(case: Case) -> dict[str, Any]:
     return to_otlp_dict(Framer.of(case.options.resource, case.options.scope), mapped.all_spans())
 
 
+def render_logs(case: Case) -> dict[str, Any] | None:
+    """The failure logs of the case as an OTLP JSON logs request; None without any."""
+    mapped = map_run(case.workflow, case.run, case.steps, case.options)
+    if not mapped.logs:
+        return None
+    framer = Framer.of(case.options.resource, case.options.scope)
+    payloads = [record.SerializeToString() for record in mapped.logs]
+    return request_to_dict(parse_request(LOGS, framer.request(payloads)))
+
+
 def graph_document(graph: WorkflowGraph) -> dict[str, Any]:
     return {
         "node_types": dict(graph.node_types),
@@ -278,6 +304,8 @@ CASE_NAMES = [
     "joke-to-slack-run-traceparent-parent",
     "joke-to-slack-run-traceparent-malformed",
     "joke-to-slack-run-failed",
+    "joke-to-slack-run-failed-logs",
+    "joke-to-slack-run-failed-exception-logs",
     "joke-to-slack-run-priced",
     "joke-to-slack-run-price-changed",
     "joke-to-slack-run-unpriced",
@@ -292,6 +320,10 @@ def test_fixture_maps_to_golden_spans(
 ) -> None:
     case = next(c for c in cases(shared_dir) if c.name == name)
     check_golden(request, name, render(case))
+    logs = render_logs(case)
+    assert (logs is not None) == case.options.failure_logs, name
+    if logs is not None:
+        check_golden(request, f"{name}.logs", logs)
 
 
 def test_every_case_has_a_name_in_the_list(shared_dir: Path) -> None:
