@@ -56,7 +56,7 @@ _EXCEPTION_NAME = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|Timeout|Failure
 
 def golden_documents() -> Iterator[tuple[str, dict[str, Any]]]:
     for path in sorted(TESTDATA.glob("*.json")):
-        if path.name != "graphs.json":
+        if path.name != "graphs.json" and not path.name.endswith(".logs.json"):
             yield path.name, json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -188,6 +188,41 @@ def test_every_span_follows_the_conventions(semconv: Facts, shared_dir: Path) ->
     assert not problems, f"{len(problems)} problems ({semconv.source}):\n" + "\n".join(
         dict.fromkeys(problems)
     )
+
+
+def problems_of_log(facts: Facts, record: dict[str, Any], span_ids: set[str]) -> list[str]:
+    """A failure log: ERROR, tied to a span of its trace, its attributes registered."""
+    found: list[str] = []
+    if record.get("severityNumber") != "SEVERITY_NUMBER_ERROR":
+        found.append(f"severity {record.get('severityNumber')}, not ERROR")
+    if record.get("spanId") not in span_ids:
+        found.append(f"span id {record.get('spanId')} is no span of the golden trace")
+    attributes = attributes_of(record)
+    if "error.type" not in attributes:
+        found.append("a failure log without error.type")
+    for name, (kind, value) in attributes.items():
+        if name.startswith(NAMESPACES):
+            found += problems_of_attribute(facts, name, kind, value)
+    exception_type = attributes.get("exception.type", ("string", None))[1]
+    if exception_type is not None and not _EXCEPTION_NAME.fullmatch(exception_type):
+        found.append(f"exception.type {exception_type!r} is not an exception type name")
+    return found
+
+
+def test_every_failure_log_follows_the_conventions(semconv: Facts) -> None:
+    checked, problems = 0, []
+    for path in sorted(TESTDATA.glob("*.logs.json")):
+        spans = json.loads(path.with_name(path.name.replace(".logs", "")).read_text("utf-8"))
+        span_ids = {span["spanId"] for span in spans_of(spans)}
+        for resource in json.loads(path.read_text(encoding="utf-8"))["resourceLogs"]:
+            for scope in resource["scopeLogs"]:
+                for record in scope["logRecords"]:
+                    checked += 1
+                    problems += [
+                        f"{path.name}: {p}" for p in problems_of_log(semconv, record, span_ids)
+                    ]
+    assert checked >= 6, "the walk must see the golden failure logs"
+    assert not problems, "\n".join(problems)
 
 
 def message_schemas() -> dict[str, dict[str, Any]]:
