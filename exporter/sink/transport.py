@@ -8,11 +8,24 @@ and replace only what turns SDK objects into a request, through a small seam:
 * gRPC: the exporter's stub is swapped for one whose serializer passes bytes through,
   and `_translate_data` returns the bytes; `_export` (retries, reconnects) is the SDK's.
 * HTTP: the exporter's `_client.export(bytes)` is the SDK's retrying HTTP client, the
-  very call its own `export()` makes after encoding.
+  very call its own `export()` makes after encoding. What that `export()` does besides
+  is skipped: its 64 MiB request-size check (no variable sets it; our batches have their
+  own byte budget) and its self-metrics (OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED).
 
-These are private attributes of opentelemetry-exporter-otlp; pyproject.toml pins the
-minor versions, and tests/unit/test_transport.py proves every variable against a real
-receiver, so an upgrade that moves them fails loudly, not silently.
+Two corrections to what the SDK does alone: with REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE set,
+requests silently replaced the HTTP exporter's OTEL_EXPORTER_OTLP_CERTIFICATE (see
+`_configured_ca_wins`); and a value the gRPC exporter refuses (a compression other than
+gzip/none, a timeout that is no number) is a ConfigError, not a traceback. As the SDK
+reads them: per-signal headers replace the generic list (no merge); gRPC uses
+OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/_KEY only beside OTEL_EXPORTER_OTLP_CERTIFICATE of
+the same scope; INSECURE is gRPC's alone, an https:// endpoint is TLS whatever it says,
+and INSECURE=false makes even an http:// endpoint try TLS; the HTTP exporter logs a
+warning and uses its default for a compression or timeout it cannot read.
+
+These are private attributes of opentelemetry-exporter-otlp (pyproject.toml asks only
+for >=1.30; 1.45 is what the tests ran), and tests/integration/test_transport.py proves
+every variable, both protocols and both signals, against a real receiver, so an upgrade
+that moves them fails loudly, not silently.
 """
 
 from __future__ import annotations
@@ -72,7 +85,42 @@ def sdk_exporter(protocol: str, module: str, class_name: str) -> Any:
         allowed = " or ".join(_PACKAGES)
         problem = f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported; use {allowed}"
         raise ConfigError([problem])
-    return getattr(importlib.import_module(f"{package}.{module}"), class_name)()
+    exporter_class = getattr(importlib.import_module(f"{package}.{module}"), class_name)
+    try:
+        exporter = exporter_class()
+    # What the exporter raises on a value it refuses (ValueError for a timeout that is no
+    # number, its own exception class for a gRPC compression it lacks): all settings.
+    except Exception as error:
+        problem = f"OTEL_EXPORTER_OTLP_* ({protocol} {class_name}): {error}"
+        raise ConfigError([problem]) from error
+    if protocol == "http/protobuf":
+        _configured_ca_wins(exporter._client._transport._session)
+    return exporter
+
+
+def _configured_ca_wins(session: Any) -> None:
+    """Keep the CA file OTEL_EXPORTER_OTLP_(TRACES_|LOGS_|METRICS_)CERTIFICATE set.
+
+    The HTTP exporters put it on a requests Session, and requests replaces a session's
+    CA file with REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE from the environment when the
+    request itself names none, as the exporter's never do (psf/requests#4726, kept until
+    requests 3): with either set, as in many container images, the certificate was
+    silently not trusted. Without the OTEL variable the environment's bundle applies.
+    """
+    ca_file = session.verify
+    if not isinstance(ca_file, str):
+        return
+    merge = session.merge_environment_settings
+
+    def merge_keeping_ca_file(
+        url: str, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        settings: dict[str, Any] = merge(url, proxies, stream, verify, cert)
+        if verify is None:
+            settings["verify"] = ca_file
+        return settings
+
+    session.merge_environment_settings = merge_keeping_ca_file
 
 
 def bytes_exporter(signal: Signal, protocol: str) -> BytesExporter:

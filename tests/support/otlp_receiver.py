@@ -5,9 +5,12 @@
         spans = receiver.wait_for_spans(3, timeout=10)
 
 Every accepted request is kept decoded, with the protocol it came on; `spans()` flattens
-them into `ReceivedSpan` records. Faults can be injected (`fail_next`, `reject_next`,
-`set_down`, `set_delay`), and `stop()` / `start()` makes a real outage: nothing listens on
-the ports until `start()` binds the same ports again.
+them into `ReceivedSpan` records, and `calls()` lists every export request of any signal
+as it arrived (path, headers). Faults can be injected (`fail_next`, `reject_next`,
+`set_down`, `set_delay`, `set_hang`), and `stop()` / `start()` makes a real outage:
+nothing listens on the ports until `start()` binds the same ports again. With `tls=` both
+servers speak TLS only (mutual TLS when the `ServerTls` names a client CA), and with
+`http_path_prefix=` the HTTP paths sit under a prefix, as behind a reverse proxy.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import gzip
 import json
 import socket
+import ssl
 import threading
 import time
 import zlib
@@ -44,8 +48,11 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from tests.support.tls import ServerTls
+
 __all__ = [
     "OtlpReceiver",
+    "ReceivedCall",
     "ReceivedEvent",
     "ReceivedLink",
     "ReceivedLog",
@@ -59,7 +66,12 @@ ExportTraceServiceResponse = trace_service_pb2.ExportTraceServiceResponse
 TRACES_PATH = "/v1/traces"
 LOGS_PATH = "/v1/logs"
 METRICS_PATH = "/v1/metrics"
+GRPC_TRACES_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+GRPC_LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+GRPC_METRICS_METHOD = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+_HTTP_SIGNALS = {TRACES_PATH: "traces", LOGS_PATH: "logs", METRICS_PATH: "metrics"}
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_HANDSHAKE_TIMEOUT_S = 10.0
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
 _BIND_TIMEOUT_S = 5.0
@@ -160,6 +172,21 @@ class ReceivedRequest:
     request: trace_service_pb2.ExportTraceServiceRequest
     headers: dict[str, str]
     received_at: float
+
+
+@dataclass(frozen=True)
+class ReceivedCall:
+    """One export request of any signal as it arrived, before faults and decoding.
+
+    `signal` is "traces", "logs", "metrics", or "" for an HTTP path that is none of them
+    (answered 404); `path` is the HTTP URL path as sent (prefix included) or the gRPC
+    method; `headers` are lower-cased (gRPC: text metadata).
+    """
+
+    protocol: str
+    signal: str
+    path: str
+    headers: dict[str, str]
 
 
 # --------------------------------------------------------------------------- decoding
@@ -338,16 +365,39 @@ HttpHandler = Callable[[str, Mapping[str, str], bytes], _HttpReply]
 
 
 class _OtlpHttpServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that can drop its keep-alive connections when it stops."""
+    """ThreadingHTTPServer that can drop its keep-alive connections when it stops, and
+    serve TLS: the handshake runs in the connection's own thread, not in the accept loop."""
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], handle: HttpHandler) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handle: HttpHandler,
+        tls: ssl.SSLContext | None = None,
+        on_handshake_failed: Callable[[], None] = lambda: None,
+    ) -> None:
         self.handle = handle
+        self._on_handshake_failed = on_handshake_failed
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _OtlpHttpHandler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(_HANDSHAKE_TIMEOUT_S)
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError):
+                self._on_handshake_failed()
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
@@ -400,8 +450,17 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
 class _HttpRunner:
     """An _OtlpHttpServer serving in a background thread."""
 
-    def __init__(self, host: str, port: int, handle: HttpHandler) -> None:
-        self.server = _retry_bind(lambda: _OtlpHttpServer((host, port), handle))
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handle: HttpHandler,
+        tls: ssl.SSLContext | None = None,
+        on_handshake_failed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.server = _retry_bind(
+            lambda: _OtlpHttpServer((host, port), handle, tls, on_handshake_failed)
+        )
         self.port: int = self.server.server_address[1]
         self._thread = threading.Thread(
             target=self.server.serve_forever,
@@ -427,15 +486,26 @@ GrpcHandler = Callable[
 ]
 
 
+# protocol, signal, path, headers: records the call, and holds it while the receiver hangs
+Arrival = Callable[[str, str, str, Mapping[str, str]], None]
+
+
+def _grpc_headers(context: grpc.ServicerContext) -> dict[str, str]:
+    metadata = {m.key.lower(): m.value for m in context.invocation_metadata()}
+    return {key: value for key, value in metadata.items() if isinstance(value, str)}
+
+
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, handle: GrpcHandler) -> None:
+    def __init__(self, handle: GrpcHandler, arrive: Arrival) -> None:
         self._handle = handle
+        self._arrive = arrive
 
     def Export(
         self,
         request: trace_service_pb2.ExportTraceServiceRequest,
         context: grpc.ServicerContext,
     ) -> trace_service_pb2.ExportTraceServiceResponse:
+        self._arrive("grpc", "traces", GRPC_TRACES_METHOD, _grpc_headers(context))
         return self._handle(request, context)
 
 
@@ -446,14 +516,16 @@ LogsHandler = Callable[[logs_service_pb2.ExportLogsServiceRequest, str], None]
 class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
     """Log records are stored as they come; trace faults do not apply to them."""
 
-    def __init__(self, handle: LogsHandler) -> None:
+    def __init__(self, handle: LogsHandler, arrive: Arrival) -> None:
         self._handle = handle
+        self._arrive = arrive
 
     def Export(
         self,
         request: logs_service_pb2.ExportLogsServiceRequest,
         context: grpc.ServicerContext,
     ) -> logs_service_pb2.ExportLogsServiceResponse:
+        self._arrive("grpc", "logs", GRPC_LOGS_METHOD, _grpc_headers(context))
         self._handle(request, "grpc")
         return logs_service_pb2.ExportLogsServiceResponse()
 
@@ -461,14 +533,16 @@ class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
 class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
     """Metrics are stored as they come; trace faults do not apply to them."""
 
-    def __init__(self, handle: MetricsHandler) -> None:
+    def __init__(self, handle: MetricsHandler, arrive: Arrival) -> None:
         self._handle = handle
+        self._arrive = arrive
 
     def Export(
         self,
         request: metrics_service_pb2.ExportMetricsServiceRequest,
         context: grpc.ServicerContext,
     ) -> metrics_service_pb2.ExportMetricsServiceResponse:
+        self._arrive("grpc", "metrics", GRPC_METRICS_METHOD, _grpc_headers(context))
         self._handle(request, "grpc")
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
@@ -513,6 +587,10 @@ def flatten_metrics(
     return points
 
 
+def _no_arrival(protocol: str, signal: str, path: str, headers: Mapping[str, str]) -> None:
+    """Record nothing, hold nothing."""
+
+
 class _GrpcRunner:
     """A grpc.Server bound to host:port (exclusively: no SO_REUSEPORT sharing)."""
 
@@ -524,9 +602,14 @@ class _GrpcRunner:
         max_message_bytes: int,
         handle_metrics: MetricsHandler | None = None,
         handle_logs: LogsHandler | None = None,
+        *,
+        arrive: Arrival = _no_arrival,
+        tls: ServerTls | None = None,
     ) -> None:
         self._handle_metrics = handle_metrics
         self._handle_logs = handle_logs
+        self._arrive = arrive
+        self._credentials = None if tls is None else _grpc_server_credentials(tls)
         self._executor = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="otlp-grpc")
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -539,20 +622,34 @@ class _GrpcRunner:
         self, host: str, port: int, handle: GrpcHandler, options: list[tuple[str, int]]
     ) -> tuple[grpc.Server, int]:
         server = grpc.server(self._executor, options=options)
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(handle), server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+            _TraceService(handle, self._arrive), server
+        )
         if self._handle_metrics is not None:
             metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
-                _MetricsService(self._handle_metrics), server
+                _MetricsService(self._handle_metrics, self._arrive), server
             )
         if self._handle_logs is not None:
             logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
-                _LogsService(self._handle_logs), server
+                _LogsService(self._handle_logs, self._arrive), server
             )
-        return server, server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        if self._credentials is None:
+            return server, server.add_insecure_port(address)
+        return server, server.add_secure_port(address, self._credentials)
 
     def stop(self) -> None:
         self.server.stop(grace=0).wait(timeout=5)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _grpc_server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
+    client_ca = None if tls.client_ca is None else tls.client_ca.read_bytes()
+    return grpc.ssl_server_credentials(
+        [(tls.key.read_bytes(), tls.cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 def _retry_bind(bind: Callable[[], _T]) -> _T:
@@ -574,6 +671,8 @@ class OtlpReceiver:
     """OTLP trace receiver over gRPC and HTTP, both on `host`, for tests.
 
     Ports are chosen free on the first `start()` (unless given) and kept for later starts.
+    `tls`: both servers speak TLS only (and require client certificates when it names a
+    client CA). `http_path_prefix` ("/otlp", say): the HTTP signal paths sit under it.
     """
 
     def __init__(
@@ -583,11 +682,16 @@ class OtlpReceiver:
         grpc_port: int = 0,
         http_port: int = 0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: ServerTls | None = None,
+        http_path_prefix: str = "",
     ) -> None:
         self.host = host
         self._grpc_port = grpc_port
         self._http_port = http_port
         self._max_message_bytes = max_message_bytes
+        self.tls = tls
+        self._http_tls = None if tls is None else tls.server_context()
+        self.http_path_prefix = http_path_prefix.rstrip("/")
         self._lifecycle = threading.RLock()
         self._grpc: _GrpcRunner | None = None
         self._http: _HttpRunner | None = None
@@ -602,6 +706,9 @@ class OtlpReceiver:
         self._faults: deque[_Fault] = deque()
         self._down: _Fault | None = None
         self._delay_s = 0.0
+        self._hung = False
+        self._calls: list[ReceivedCall] = []
+        self._tls_failures = 0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -618,10 +725,18 @@ class OtlpReceiver:
                 self._max_message_bytes,
                 self._store_metrics,
                 self._store_logs,
+                arrive=self._arrive,
+                tls=self.tls,
             )
             self._grpc_port = self._grpc.port
             try:
-                self._http = _HttpRunner(self.host, self._http_port, self._handle_http)
+                self._http = _HttpRunner(
+                    self.host,
+                    self._http_port,
+                    self._handle_http,
+                    self._http_tls,
+                    self._count_tls_failure,
+                )
             except BaseException:
                 self._grpc.stop()
                 self._grpc = None
@@ -634,6 +749,8 @@ class OtlpReceiver:
         until `start()`. Received data and fault settings are kept."""
         with self._lifecycle:
             self._stopping.set()  # wake handlers sleeping in set_delay()
+            with self._cond:
+                self._cond.notify_all()  # and those held by set_hang()
             if self._grpc is not None:
                 self._grpc.stop()
                 self._grpc = None
@@ -667,14 +784,20 @@ class OtlpReceiver:
         return self._require_port(self._http_port)
 
     @property
+    def scheme(self) -> str:
+        return "http" if self.tls is None else "https"
+
+    @property
     def grpc_endpoint(self) -> str:
-        """`http://host:port`: for the gRPC exporter (the http scheme means insecure)."""
-        return f"http://{self.host}:{self.grpc_port}"
+        """`http://host:port` for the gRPC exporter (the http scheme means insecure);
+        `https://host:port` when serving TLS."""
+        return f"{self.scheme}://{self.host}:{self.grpc_port}"
 
     @property
     def http_endpoint(self) -> str:
-        """Base URL for OTEL_EXPORTER_OTLP_ENDPOINT; the exporter appends /v1/traces."""
-        return f"http://{self.host}:{self.http_port}"
+        """Base URL for OTEL_EXPORTER_OTLP_ENDPOINT (the path prefix included); the
+        exporter appends /v1/traces."""
+        return f"{self.scheme}://{self.host}:{self.http_port}{self.http_path_prefix}"
 
     @property
     def http_traces_url(self) -> str:
@@ -686,19 +809,26 @@ class OtlpReceiver:
 
         `protocol` is "grpc" or "http/protobuf" ("http" is accepted as an alias).
         Signal-specific variables (OTEL_EXPORTER_OTLP_TRACES_*) would override these.
+        Serving TLS, the server certificate is trusted (OTEL_EXPORTER_OTLP_CERTIFICATE);
+        a client certificate, for mutual TLS, is the caller's to add.
         """
         if protocol == "grpc":
-            return {
+            env = {
                 "OTEL_EXPORTER_OTLP_ENDPOINT": self.grpc_endpoint,
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                "OTEL_EXPORTER_OTLP_INSECURE": "true",
             }
-        if protocol in ("http/protobuf", "http"):
-            return {
+        elif protocol in ("http/protobuf", "http"):
+            env = {
                 "OTEL_EXPORTER_OTLP_ENDPOINT": self.http_endpoint,
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             }
-        raise ValueError(f"unknown OTLP protocol {protocol!r}; use 'grpc' or 'http/protobuf'")
+        else:
+            raise ValueError(f"unknown OTLP protocol {protocol!r}; use 'grpc' or 'http/protobuf'")
+        if self.tls is not None:
+            env["OTEL_EXPORTER_OTLP_CERTIFICATE"] = str(self.tls.cert)
+        elif protocol == "grpc":
+            env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
+        return env
 
     @staticmethod
     def _require_port(port: int) -> int:
@@ -742,6 +872,13 @@ class OtlpReceiver:
         with self._cond:
             self._delay_s = seconds
 
+    def set_hang(self, hang: bool) -> None:
+        """While hung, hold every export request (any signal, either protocol) unanswered,
+        after recording it in `calls()`; `set_hang(False)` or `stop()` lets them go."""
+        with self._cond:
+            self._hung = hang
+            self._cond.notify_all()
+
     def pending_faults(self) -> int:
         with self._cond:
             return len(self._faults)
@@ -751,6 +888,30 @@ class OtlpReceiver:
     def requests(self, protocol: str | None = None) -> list[ReceivedRequest]:
         with self._cond:
             return [r for r in self._requests if protocol in (None, r.protocol)]
+
+    def calls(self, signal: str | None = None) -> list[ReceivedCall]:
+        """Every export request as it arrived (of `signal`, or all), in order, failed,
+        rejected and held ones included; `clear()` forgets them."""
+        with self._cond:
+            return [c for c in self._calls if signal in (None, c.signal)]
+
+    def wait_for_calls(self, n: int, timeout: float = 10.0) -> list[ReceivedCall]:
+        """Block until at least `n` export requests arrived; AssertionError on timeout."""
+        with self._cond:
+            self._wait(lambda: len(self._calls) >= n, f">= {n} calls", timeout)
+            return list(self._calls)
+
+    def tls_handshake_failures(self) -> int:
+        """TLS handshakes the HTTP server refused (the gRPC server does not report them)."""
+        with self._cond:
+            return self._tls_failures
+
+    def wait_for_tls_handshake_failures(self, n: int, timeout: float = 10.0) -> int:
+        """Block until the HTTP server refused at least `n` handshakes (the client may
+        give up before the server has noticed); AssertionError on timeout."""
+        with self._cond:
+            self._wait(lambda: self._tls_failures >= n, f">= {n} failed TLS handshakes", timeout)
+            return self._tls_failures
 
     def request_count(self) -> int:
         """Accepted (stored) requests."""
@@ -801,7 +962,8 @@ class OtlpReceiver:
         return len(keys) - len(set(keys))
 
     def clear(self) -> None:
-        """Forget received data, attempt counts and pending faults (not `set_down`/delay)."""
+        """Forget received data, calls, attempt counts and pending faults (not
+        `set_down`/delay/hang)."""
         with self._cond:
             self._requests.clear()
             self._spans.clear()
@@ -810,33 +972,51 @@ class OtlpReceiver:
             self._attempts.clear()
             self._attempt_times.clear()
             self._faults.clear()
+            self._calls.clear()
+            self._tls_failures = 0
 
     def wait_for_spans(self, n: int, timeout: float = 10.0) -> list[ReceivedSpan]:
         """Block until at least `n` spans were received; AssertionError on timeout."""
         with self._cond:
-            if not self._cond.wait_for(lambda: len(self._spans) >= n, timeout=timeout):
-                raise AssertionError(f"expected >= {n} spans within {timeout}s; {self._summary()}")
+            self._wait(lambda: len(self._spans) >= n, f">= {n} spans", timeout)
             return list(self._spans)
 
     def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[ReceivedRequest]:
         """Block until at least `n` requests were accepted; AssertionError on timeout."""
         with self._cond:
-            if not self._cond.wait_for(lambda: len(self._requests) >= n, timeout=timeout):
-                raise AssertionError(
-                    f"expected >= {n} requests within {timeout}s; {self._summary()}"
-                )
+            self._wait(lambda: len(self._requests) >= n, f">= {n} requests", timeout)
             return list(self._requests)
+
+    def _wait(self, ready: Callable[[], bool], expected: str, timeout: float) -> None:
+        """Wait, holding the lock, until `ready()`; AssertionError naming `expected` after
+        `timeout` seconds."""
+        if not self._cond.wait_for(ready, timeout=timeout):
+            raise AssertionError(f"expected {expected} within {timeout}s; {self._summary()}")
 
     def _summary(self) -> str:
         names = Counter(span.name for span in self._spans)
         return (
-            f"got {len(self._spans)} spans in {len(self._requests)} accepted requests "
+            f"got {len(self._spans)} spans in {len(self._requests)} accepted requests, "
+            f"{len(self._logs)} log records, {len(self._calls)} calls of any signal, "
+            f"{self._tls_failures} failed TLS handshakes "
             f"(attempts by protocol: {dict(self._attempts) or 'none'}; "
             f"running={self.is_running}, down={self._down is not None}, "
             f"pending faults={len(self._faults)}; span names: {dict(names.most_common(10))})"
         )
 
     # ----------------------------------------------------------------- request handling
+
+    def _arrive(self, protocol: str, signal: str, path: str, headers: Mapping[str, str]) -> None:
+        """Record the call; while `set_hang(True)`, hold it until released or stopped."""
+        with self._cond:
+            self._calls.append(ReceivedCall(protocol, signal, path, dict(headers)))
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: not self._hung or self._stopping.is_set())
+
+    def _count_tls_failure(self) -> None:
+        with self._cond:
+            self._tls_failures += 1
+            self._cond.notify_all()
 
     def _admit(self, protocol: str) -> _Fault | None:
         """Count the attempt, hold it for the configured delay, return the fault to answer."""
@@ -879,8 +1059,7 @@ class OtlpReceiver:
 
     def wait_for_logs(self, n: int, timeout: float = 10.0) -> list[ReceivedLog]:
         with self._cond:
-            if not self._cond.wait_for(lambda: len(self._logs) >= n, timeout=timeout):
-                raise AssertionError(f"expected >= {n} log records within {timeout}s")
+            self._wait(lambda: len(self._logs) >= n, f">= {n} log records", timeout)
             return list(self._logs)
 
     def _store(
@@ -903,12 +1082,12 @@ class OtlpReceiver:
         fault = self._admit("grpc")
         if fault is not None:
             _abort_grpc(context, fault)
-        metadata = {m.key.lower(): m.value for m in context.invocation_metadata()}
-        headers = {key: value for key, value in metadata.items() if isinstance(value, str)}
-        self._store("grpc", request, headers)
+        self._store("grpc", request, _grpc_headers(context))
         return ExportTraceServiceResponse()
 
-    def _handle_http(self, path: str, headers: Mapping[str, str], body: bytes) -> _HttpReply:
+    def _handle_http(self, raw_path: str, headers: Mapping[str, str], body: bytes) -> _HttpReply:
+        path = self._signal_path(raw_path)
+        self._arrive("http", _HTTP_SIGNALS.get(path, ""), raw_path, headers)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         reply_type = _JSON if content_type == _JSON else _PROTOBUF
         if path == METRICS_PATH and content_type == _PROTOBUF:
@@ -930,7 +1109,7 @@ class OtlpReceiver:
             self._store_logs(logs_request, "http")
             return _reply(HTTPStatus.OK, reply_type)
         if path != TRACES_PATH:
-            return _reply(HTTPStatus.NOT_FOUND, reply_type, f"no such path {path!r}")
+            return _reply(HTTPStatus.NOT_FOUND, reply_type, f"no such path {raw_path!r}")
         if content_type not in (_PROTOBUF, _JSON):
             return _reply(
                 HTTPStatus.UNSUPPORTED_MEDIA_TYPE, reply_type, f"bad content type {content_type!r}"
@@ -944,6 +1123,13 @@ class OtlpReceiver:
             return _reply(HTTPStatus.BAD_REQUEST, reply_type, f"undecodable body: {error}")
         self._store("http", request, dict(headers))
         return _reply(HTTPStatus.OK, reply_type)
+
+    def _signal_path(self, raw_path: str) -> str:
+        """The path below `http_path_prefix` ("" when the request is not under it)."""
+        prefix = self.http_path_prefix
+        if not prefix:
+            return raw_path
+        return raw_path[len(prefix) :] if raw_path.startswith(prefix + "/") else ""
 
 
 def _abort_grpc(context: grpc.ServicerContext, fault: _Fault) -> NoReturn:

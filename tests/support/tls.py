@@ -1,5 +1,6 @@
-"""TLS for the tests: a self-signed certificate and a TLS-terminating proxy in front of
-the emulator, so the daemon meets a real handshake against an untrusted certificate."""
+"""TLS for the tests: self-signed certificates, the files a TLS server needs, and TCP
+relays: a TLS-terminating one in front of the emulator, so the daemon meets a real
+handshake against an untrusted certificate, and a plain one that counts what crosses it."""
 
 from __future__ import annotations
 
@@ -10,19 +11,44 @@ import socket
 import ssl
 import subprocess
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+DEFAULT_COMMON_NAME = "orchestra-otel test"
 
-def make_self_signed_cert(directory: Path) -> tuple[Path, Path] | None:
+
+@dataclass(frozen=True)
+class ServerTls:
+    """What a test server serves TLS with; `client_ca` set: clients must present a
+    certificate it signed (mutual TLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        if self.client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.client_ca)
+        return context
+
+
+def make_self_signed_cert(
+    directory: Path, *, common_name: str = DEFAULT_COMMON_NAME
+) -> tuple[Path, Path] | None:
     """A self-signed certificate for 127.0.0.1 and localhost: (cert.pem, key.pem).
 
-    Uses the `cryptography` package when installed, else the `openssl` command;
-    None when neither is available.
+    It is its own CA, so it can be trusted as is: by a client (as the server's CA) or
+    by a server (as the CA of client certificates). Uses the `cryptography` package
+    when installed, else the `openssl` command; None when neither is available.
     """
+    directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     try:
-        _cert_with_cryptography(cert_path, key_path)
+        _cert_with_cryptography(cert_path, key_path, common_name)
         return cert_path, key_path
     except ImportError:
         pass
@@ -46,7 +72,7 @@ def make_self_signed_cert(directory: Path) -> tuple[Path, Path] | None:
             "-days",
             "2",
             "-subj",
-            "/CN=orchestra-otel test",
+            f"/CN={common_name}",
             "-addext",
             "subjectAltName=IP:127.0.0.1,DNS:localhost",
         ],
@@ -57,7 +83,7 @@ def make_self_signed_cert(directory: Path) -> tuple[Path, Path] | None:
     return cert_path, key_path
 
 
-def _cert_with_cryptography(cert_path: Path, key_path: Path) -> None:
+def _cert_with_cryptography(cert_path: Path, key_path: Path, common_name: str) -> None:
     import datetime
     import ipaddress
 
@@ -67,7 +93,7 @@ def _cert_with_cryptography(cert_path: Path, key_path: Path) -> None:
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "orchestra-otel test")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
@@ -96,17 +122,18 @@ def _cert_with_cryptography(cert_path: Path, key_path: Path) -> None:
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-class TlsProxy:
-    """A TLS-terminating TCP proxy on 127.0.0.1: https://127.0.0.1:port -> plain upstream.
+class TcpRelay:
+    """A TCP relay on 127.0.0.1 to `upstream`; with `context`, it terminates TLS first.
 
-    Counts finished and failed TLS handshakes, so a test can tell that a client gave up
-    on the certificate (and sent no request) rather than never connecting at all.
+    Counts the bytes clients sent through it, so a test can see what crossed the wire
+    (gzip-compressed or not), and, with TLS, finished and failed handshakes, so a test
+    can tell that a client gave up on the certificate (and sent no request) rather than
+    never connecting at all.
     """
 
-    def __init__(self, upstream: tuple[str, int], cert: Path, key: Path) -> None:
+    def __init__(self, upstream: tuple[str, int], context: ssl.SSLContext | None = None) -> None:
         self._upstream = upstream
-        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._context.load_cert_chain(cert, key)
+        self._context = context
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.1)
         self.port = int(self._listener.getsockname()[1])
@@ -114,9 +141,15 @@ class TlsProxy:
         self._lock = threading.Lock()
         self.handshakes_ok = 0
         self.handshakes_failed = 0
+        self._bytes_from_clients = 0
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
 
-    def start(self) -> TlsProxy:
+    @property
+    def bytes_from_clients(self) -> int:
+        with self._lock:
+            return self._bytes_from_clients
+
+    def start(self) -> TcpRelay:
         self._thread.start()
         return self
 
@@ -125,7 +158,7 @@ class TlsProxy:
         self._thread.join(timeout=5)
         self._listener.close()
 
-    def __enter__(self) -> TlsProxy:
+    def __enter__(self) -> TcpRelay:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -143,15 +176,9 @@ class TlsProxy:
 
     def _serve(self, connection: socket.socket) -> None:
         connection.settimeout(10)
-        try:
-            client = self._context.wrap_socket(connection, server_side=True)
-        except (ssl.SSLError, OSError):
-            with self._lock:
-                self.handshakes_failed += 1
-            connection.close()
+        client = self._handshake(connection)
+        if client is None:
             return
-        with self._lock:
-            self.handshakes_ok += 1
         try:
             upstream = socket.create_connection(self._upstream, timeout=10)
         except OSError:
@@ -159,11 +186,25 @@ class TlsProxy:
             return
         self._pump(client, upstream)
 
-    def _pump(self, client: ssl.SSLSocket, upstream: socket.socket) -> None:
+    def _handshake(self, connection: socket.socket) -> socket.socket | None:
+        if self._context is None:
+            return connection
+        try:
+            client = self._context.wrap_socket(connection, server_side=True)
+        except (ssl.SSLError, OSError):
+            with self._lock:
+                self.handshakes_failed += 1
+            connection.close()
+            return None
+        with self._lock:
+            self.handshakes_ok += 1
+        return client
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         """One thread per connection, so the TLS object is never used by two at once."""
         try:
             while not self._stopping.is_set():
-                if client.pending():
+                if isinstance(client, ssl.SSLSocket) and client.pending():
                     readable: list[Any] = [client]
                 else:
                     readable, _, _ = select.select([client, upstream], [], [], 0.2)
@@ -171,6 +212,9 @@ class TlsProxy:
                     data = source.recv(65536)
                     if not data:
                         return
+                    if source is client:
+                        with self._lock:
+                            self._bytes_from_clients += len(data)
                     (upstream if source is client else client).sendall(data)
         except OSError:
             return
@@ -178,3 +222,17 @@ class TlsProxy:
             for end in (client, upstream):
                 with contextlib.suppress(OSError):
                     end.close()
+
+
+class TlsProxy(TcpRelay):
+    """A TLS-terminating TCP proxy on 127.0.0.1: https://127.0.0.1:port -> plain upstream."""
+
+    def __init__(self, upstream: tuple[str, int], cert: Path, key: Path) -> None:
+        super().__init__(upstream, ServerTls(cert, key).server_context())
+
+    def start(self) -> TlsProxy:
+        super().start()
+        return self
+
+    def __enter__(self) -> TlsProxy:
+        return self.start()
