@@ -422,7 +422,11 @@ def _check_otlp(settings: Settings) -> tuple[bool, str]:
             pass
     except OSError as exc:
         return False, f"cannot connect to {where} ({exc.strerror or exc})"
-    if not probe_endpoint(settings.otlp_protocol):
+    try:
+        accepted = probe_endpoint(settings.otlp_protocol)
+    except ConfigError as exc:  # an OTEL_EXPORTER_OTLP_* value the exporter refuses
+        return False, f"{where}: {exc}"
+    if not accepted:
         return False, f"{where} accepts connections but refused an empty export request"
     return True, f"{where} accepted an export request"
 

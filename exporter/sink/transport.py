@@ -22,8 +22,8 @@ the same scope; INSECURE is gRPC's alone, an https:// endpoint is TLS whatever i
 and INSECURE=false makes even an http:// endpoint try TLS; the HTTP exporter logs a
 warning and uses its default for a compression or timeout it cannot read.
 
-These are private attributes of opentelemetry-exporter-otlp (pyproject.toml asks only
-for >=1.30; 1.45 is what the tests ran), and tests/integration/test_transport.py proves
+These are private attributes of opentelemetry-exporter-otlp, so pyproject.toml pins its
+minor version (1.45), and tests/integration/test_transport.py proves
 every variable, both protocols and both signals, against a real receiver, so an upgrade
 that moves them fails loudly, not silently.
 """

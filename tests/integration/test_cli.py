@@ -149,6 +149,15 @@ def test_check_reports_api_and_otlp(world: World) -> None:
     assert "OTLP endpoint: FAILED" in down.stdout
 
 
+def test_check_names_an_otlp_setting_the_exporter_refuses(world: World) -> None:
+    result = world.cli("check", OTEL_EXPORTER_OTLP_COMPRESSION="deflate")
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("OTLP endpoint:"))
+    assert line.startswith("OTLP endpoint: FAILED, grpc") and "COMPRESSION" in line, line
+    assert "Traceback" not in result.stderr
+    assert "polling:" in result.stdout  # the other checks still ran
+
+
 def test_convert_turns_the_documented_steps_into_otlp_json(world: World, shared_dir: Path) -> None:
     steps = shared_dir / "fixtures" / "steps-model-slack.json"
     result = world.cli("convert", str(steps))
