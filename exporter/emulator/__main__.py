@@ -8,7 +8,9 @@ import sys
 import threading
 from types import FrameType
 
-from exporter.emulator.scenario import Scenario, demo_scenario, fixture_scenario
+from exporter.emulator.demo import demo_scenario
+from exporter.emulator.fixtures import fixture_scenario
+from exporter.emulator.scenario import Scenario
 from exporter.emulator.server import Emulator
 
 

@@ -1,13 +1,15 @@
-"""The demo's workflows: what `orchestra-otel demo` shows as traces.
+"""The demo: its workflows, how often each runs, and the scenario that runs them.
 
-Four workflows of growing shape: one node, a chain, a conditional branch, and a fan-out
-that joins again; between them they fail in each documented way (a model rate limit, a
+What `orchestra-otel demo` and `python -m exporter.emulator` show as traces. Four
+workflows of growing shape: one node, a chain, a conditional branch, and a fan-out that
+joins again; between them they fail in each documented way (a model rate limit, a
 sandbox timeout, integrations answering `successful: false`).
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,8 @@ from exporter.emulator.graph import (
     ModelNode,
     WorkflowSpec,
 )
+from exporter.emulator.scenario import Scenario
+from exporter.emulator.store import Clock
 
 HELLO_ID = "e2b7c9d4-8a16-4f3b-9c5e-6a1d2f7b8c04"
 JOKE_TO_SLACK_ID = "0f8a3c2e-6d41-4b7a-9e15-2c7d9b4e1a01"
@@ -53,6 +57,36 @@ DEMO_PLANS: tuple[DemoPlan, ...] = (
     DemoPlan(NIGHTLY_REPORT_ID, 8.0, 2.5, 0.5, (3.0, 6.0), 0.15, fail_runs=(1,)),
     DemoPlan(HELLO_ID, 6.0, 3.5, 0.2, (0.6, 1.5), 0.1),
 )  # fmt: skip
+
+
+def demo_scenario(clock: Clock = time.time, *, seed: int = 0) -> Scenario:
+    """Realistic workflows that start runs every few seconds, some of which fail.
+
+    A 20-30 s demo sees several finished traces and at least one failure; a few finished
+    runs from the last minutes are there from the start.
+    """
+    now = clock()
+    scenario = Scenario(demo_workflows(now), clock=clock, seed=seed)
+    for plan in DEMO_PLANS:
+        scenario.add_history(
+            plan.workflow_id,
+            plan.history,
+            every=plan.history_every,
+            end_by=now - 5.0,
+            duration=plan.duration,
+            failure_rate=plan.failure_rate,
+            fail_runs=plan.history_fail_runs,
+        )
+        scenario.add_schedule(
+            plan.workflow_id,
+            plan.every,
+            first_at=now + plan.first_in,
+            jitter=plan.jitter,
+            duration=plan.duration,
+            failure_rate=plan.failure_rate,
+            fail_runs=plan.fail_runs,
+        )
+    return scenario
 
 
 def demo_workflows(now: float) -> list[WorkflowSpec]:

@@ -432,7 +432,14 @@ class CodeNode(Node):
 
 @dataclass(frozen=True, kw_only=True)
 class WorkflowSpec:
-    """A workflow: typed nodes wired by `[source, target]` edges with START/END sentinels."""
+    """A workflow: typed nodes wired by `[source, target]` edges with START/END sentinels.
+
+    Immutable and checked when made: node ids are unique and not START/END, every edge
+    joins known nodes, the selected output is a node, the graph has no cycle. Its graph
+    facts (parents, topological order, ancestors) are computed once. Defined by demo.py
+    and tests, read from a record by `from_record`; runs.py plans runs along it and
+    `record()` renders it for the API (WorkflowRecord).
+    """
 
     workflow_id: str
     name: str
@@ -509,46 +516,80 @@ class WorkflowSpec:
 
     def record(self) -> JsonDict:
         """The workflow as `GET /workflows` lists it."""
-        created_us = seconds_to_us(self.created_at)
-        updated_us = created_us if self.updated_at is None else seconds_to_us(self.updated_at)
+        return WorkflowRecord(self).json()
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> WorkflowSpec:
+        """An executable spec for a workflow record (e.g. a fixture), with generic content."""
+        graph = record["graph"]
+        nodes = tuple(_node_from_graph(node_id, entry) for node_id, entry in graph["nodes"].items())
+        return cls(
+            workflow_id=str(record["workflow_id"]),
+            name=str(record.get("name") or record["workflow_id"]),
+            description=str(record.get("description", "")),
+            nodes=nodes,
+            edges=tuple((str(source), str(target)) for source, target in graph["edges"]),
+            selected_output=str(graph.get("selectedOutput") or nodes[-1].node_id),
+            user_id=str(record.get("user_id", MASKED_USER_ID)),
+            organization_id=str(record.get("organization_id", MASKED_ORG_ID)),
+        )
+
+
+class WorkflowRecord:
+    """A spec as the API's workflow record: `WorkflowRecord(spec).json()`.
+
+    Field names, order and nesting copy the documented example, down to the S3 file
+    metadata and the UI canvas (`node_metadata`, a JSON string inside the JSON). Ids and
+    positions there derive from the workflow id and the graph, so one spec always gives
+    the same record. Used by `WorkflowSpec.record()`.
+    """
+
+    def __init__(self, spec: WorkflowSpec) -> None:
+        self.spec = spec
+
+    def json(self) -> JsonDict:
+        spec = self.spec
+        created_us = seconds_to_us(spec.created_at)
+        updated_us = created_us if spec.updated_at is None else seconds_to_us(spec.updated_at)
         return {
-            "workflow_id": self.workflow_id,
-            "user_id": self.user_id,
-            "organization_id": self.organization_id,
+            "workflow_id": spec.workflow_id,
+            "user_id": spec.user_id,
+            "organization_id": spec.organization_id,
             "created_at": format_workflow_time(created_us),
-            "created_by": self.user_id,
-            "description": self.description,
+            "created_by": spec.user_id,
+            "description": spec.description,
             "file_metadata": self._file_metadata(created_us),
             "graph": self._graph(),
-            "name": self.name,
-            "status": self.status,
+            "name": spec.name,
+            "status": spec.status,
             "updated_at": format_workflow_time(updated_us),
-            "updated_by": self.user_id,
-            "version": self.version,
-            "public": self.public,
+            "updated_by": spec.user_id,
+            "version": spec.version,
+            "public": spec.public,
         }
 
     def _file_metadata(self, created_us: int) -> JsonDict:
-        slug = re.sub(r"[^a-z0-9]+", "_", self.name.lower()).strip("_")
+        slug = re.sub(r"[^a-z0-9]+", "_", self.spec.name.lower()).strip("_")
         stamp = _datetime_from_us(created_us).strftime("%Y%m%d_%H%M%S")
         key = f"{_STORAGE_FOLDER}/workflows/{slug}_{stamp}_{self._stable_uuid('file')}.yaml"
         return {"bucket": _BUCKET, "url": f"https://{_BUCKET}.s3.amazonaws.com/{key}", "key": key}
 
     def _graph(self) -> JsonDict:
-        entry = next((target for source, target in self.edges if source == START), "")
-        finish = next((source for source, target in self.edges if target == END), "")
+        spec = self.spec
+        entry = next((target for source, target in spec.edges if source == START), "")
+        finish = next((source for source, target in spec.edges if target == END), "")
         return {
             "settings": {"support_multiple_edges": True},
             "input_data": {},
-            "description": self.description,
+            "description": spec.description,
             "nodes": {
                 node.node_id: {"type": node.kind, "metadata": node.metadata()}
-                for node in self.nodes
+                for node in spec.nodes
             },
-            "edges": [[source, target] for source, target in self.edges],
+            "edges": [[source, target] for source, target in spec.edges],
             "entry_point": entry,
             "finish_point": finish,
-            "selectedOutput": self.selected_output,
+            "selectedOutput": spec.selected_output,
             # A JSON string inside the JSON, as documented.
             "node_metadata": json.dumps(self._canvas(), separators=(",", ":")),
         }
@@ -573,8 +614,8 @@ class WorkflowSpec:
         canvas_nodes = [start]
         depth: dict[str, int] = {START: 0}
         rows: dict[int, int] = {}
-        for node in self.topological_order:
-            level = 1 + max(depth.get(parent, 0) for parent in self.parents[node.node_id])
+        for node in self.spec.topological_order:
+            level = 1 + max(depth.get(parent, 0) for parent in self.spec.parents[node.node_id])
             depth[node.node_id] = level
             row = rows.get(level, 0)
             rows[level] = row + 1
@@ -591,23 +632,8 @@ class WorkflowSpec:
         return {"nodes": canvas_nodes}
 
     def _stable_uuid(self, name: str) -> str:
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"orchestra-emulator:{self.workflow_id}/{name}"))
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> WorkflowSpec:
-        """An executable spec for a workflow record (e.g. a fixture), with generic content."""
-        graph = record["graph"]
-        nodes = tuple(_node_from_graph(node_id, entry) for node_id, entry in graph["nodes"].items())
-        return cls(
-            workflow_id=str(record["workflow_id"]),
-            name=str(record.get("name") or record["workflow_id"]),
-            description=str(record.get("description", "")),
-            nodes=nodes,
-            edges=tuple((str(source), str(target)) for source, target in graph["edges"]),
-            selected_output=str(graph.get("selectedOutput") or nodes[-1].node_id),
-            user_id=str(record.get("user_id", MASKED_USER_ID)),
-            organization_id=str(record.get("organization_id", MASKED_ORG_ID)),
-        )
+        seed = f"orchestra-emulator:{self.spec.workflow_id}/{name}"
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, seed))
 
 
 def _node_from_graph(node_id: str, entry: Mapping[str, Any]) -> Node:

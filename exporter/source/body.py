@@ -5,7 +5,7 @@ number of records nested as deep as it likes. The body is streamed up to a byte 
 larger one is never held in memory), and a top-level array is decoded one record at a
 time up to a record cap, so a flood of tiny records is refused after the cap rather than
 after the whole flood was built in memory. The client turns these outcomes into its
-errors (exporter/source/client.py is the one boundary).
+errors at its one boundary (exporter/source/transport.py and answers.py).
 """
 
 from __future__ import annotations

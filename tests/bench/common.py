@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from exporter.emulator import CodeNode, IntegrationNode, ManualClock, ModelNode, Scenario
+from exporter.emulator import CodeNode, IntegrationNode, ModelNode, Scenario
 from exporter.emulator.demo import demo_workflows
 from exporter.emulator.graph import END, START, WorkflowSpec
 from exporter.mapping.attributes import RUN_ID, STEP_ID
 from exporter.mapping.timeparse import parse_timestamp_ns
+from tests.support.clock import ManualClock
 from tests.support.daemon import REPO, Daemon
 from tests.support.otlp_receiver import (
     OtlpReceiver,

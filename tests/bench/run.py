@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from exporter.app import mapping_options, open_runtime
 from exporter.backfill import Progress, Window, backfill
 from exporter.config import load_settings
-from exporter.emulator import ManualClock, Scenario
+from exporter.emulator import Scenario
 from exporter.mapping.graph import graph_from_api
 from exporter.mapping.otlp import SpanSpec
 from exporter.mapping.spans import WorkflowInfo, map_run
@@ -71,6 +71,7 @@ from tests.bench.common import (
     timed,
     wait_for_keys,
 )
+from tests.support.clock import ManualClock
 from tests.support.world import API_KEY, REPO, World
 
 OTEL = "orchestra-otel"

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from exporter.emulator import Emulator, ManualClock, Scenario
+from exporter.emulator import Emulator, Scenario
 from exporter.emulator.demo import JOKE_TO_SLACK_ID, SUPPORT_TRIAGE_ID
 from tests.e2e.phoenix import (
     REPO,
@@ -36,6 +36,7 @@ from tests.e2e.phoenix import (
     phoenix_installed,
     running_phoenix,
 )
+from tests.support.clock import ManualClock
 from tests.support.daemon import orchestra_otel, run_command
 from tests.support.world import daemon_env, demo_scenario
 

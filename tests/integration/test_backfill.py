@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.emulator import ManualClock, Scenario
+from exporter.emulator import Scenario
 from exporter.emulator.demo import demo_workflows
 from exporter.mapping.timeparse import parse_timestamp_ns
+from tests.support.clock import ManualClock
 from tests.support.world import open_world
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from exporter.discovery import owns_workflow
-from exporter.emulator import ManualClock, Scenario
+from exporter.emulator import Scenario
 from exporter.emulator.demo import demo_workflows
+from tests.support.clock import ManualClock
 from tests.support.world import open_world
 
 pytestmark = pytest.mark.integration

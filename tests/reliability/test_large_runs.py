@@ -31,11 +31,12 @@ from typing import Any
 
 import pytest
 
-from exporter.emulator import ManualClock, Scenario
+from exporter.emulator import Scenario
 from exporter.mapping.graph import graph_from_api
 from exporter.mapping.options import MappingOptions
 from exporter.mapping.spans import WorkflowInfo, map_run
 from exporter.source.models import Run, Step, parse_records
+from tests.support.clock import ManualClock
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedRequest
 from tests.support.world import World, open_world
 

@@ -14,6 +14,7 @@
     sinks.py         RecordingSink: an in-process sink that keeps (or refuses) what it is
                      sent, read back into spans and log records
     api_log.py       the emulator's request log (arrivals, gaps), control API, retry contract
+    clock.py         ManualClock: the scenario clock a test moves (in process or over HTTP)
     tls.py           a self-signed certificate and a TLS proxy in front of the emulator
     otlp_receiver.py a real OTLP receiver (gRPC + HTTP, official protobufs, fault switches)
     fixtures.py      the shared pytest fixtures (imported by tests/conftest.py)

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter.emulator import Emulator, ManualClock, Scenario
+from exporter.emulator import Emulator, Scenario
 from exporter.emulator.demo import demo_workflows
+from tests.support.clock import ManualClock
 from tests.support.daemon import REPO, Daemon, orchestra_otel, run_command
 from tests.support.otlp_receiver import OtlpReceiver
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from exporter.delivery import Delivery, DeliverySettings
-from exporter.emulator import Emulator, ManualClock, Scenario
+from exporter.emulator import Emulator, Scenario
 from exporter.emulator.demo import demo_workflows
 from exporter.emulator.graph import parse_time_us
 from exporter.mapping.ids import trace_id_for_run
@@ -29,6 +29,7 @@ from exporter.source.client import OrchestraClient
 from exporter.source.retry import RetryPolicy
 from exporter.state import Capture, Ledger
 from exporter.telemetry import Telemetry
+from tests.support.clock import ManualClock
 from tests.support.sinks import RecordingSink
 
 T = TypeVar("T")

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from exporter.backfill import Progress, Window, backfill
-from exporter.emulator import FaultRule, ManualClock
+from exporter.emulator import FaultRule
 from exporter.emulator.demo import JOKE_TO_SLACK_ID, SUPPORT_TRIAGE_ID
 from exporter.results import PollResult
+from tests.support.clock import ManualClock
 from tests.unit.inprocess import START, Rig, demo_scenario_at, finished_runs, trace_ids_of
 
 NS = 1_000_000_000

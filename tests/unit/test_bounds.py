@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from opentelemetry.trace import StatusCode
 
-from exporter.emulator import Emulator, ManualClock, Scenario
+from exporter.emulator import Emulator, Scenario
 from exporter.emulator.demo import demo_workflows
 from exporter.mapping.content import ELLIPSIS
 from exporter.mapping.graph import graph_from_api
@@ -45,6 +45,7 @@ from exporter.source.client import OrchestraClient
 from exporter.source.models import Run, Step, parse_records
 from exporter.spool import outgoing_span
 from exporter.state import Capture, Ledger, Outgoing
+from tests.support.clock import ManualClock
 from tests.support.sinks import RecordingSink
 
 DEFAULT_LIMIT = 2048  # docs/design.md: ORCHESTRA_CONTENT_MAX_LENGTH defaults to 2048

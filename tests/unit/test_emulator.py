@@ -21,7 +21,6 @@ from exporter.emulator import (
     Failure,
     FaultRule,
     IntegrationNode,
-    ManualClock,
     ModelNode,
     Scenario,
     WorkflowSpec,
@@ -29,13 +28,14 @@ from exporter.emulator import (
     demo_scenario,
     fixture_scenario,
 )
-from exporter.emulator.graph import END, START, mermaid_diagram
-from exporter.emulator.scenario import (
+from exporter.emulator.fixtures import (
     FIXTURE_HI_WORKFLOW_ID,
     FIXTURE_JOKE_WORKFLOW_ID,
     FIXTURE_STEPS_RUN_ID,
     packaged_fixtures,
 )
+from exporter.emulator.graph import END, START, mermaid_diagram
+from tests.support.clock import ManualClock
 
 RUN_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 WORKFLOW_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}\+00:00$")

@@ -16,8 +16,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from exporter.emulator import Emulator, FaultRule, ManualClock, Scenario, demo
+from exporter.emulator import Emulator, FaultRule, Scenario, demo
 from exporter.emulator.hostile import HOSTILE_PREFIX, HOSTILE_SUFFIX
+from tests.support.clock import ManualClock
 
 T0 = 1_750_000_000.0
 

@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 
 from exporter.collect import MAX_UNREADABLE_TRIES
-from exporter.emulator import FaultRule, ManualClock
+from exporter.emulator import FaultRule
 from exporter.emulator.demo import JOKE_TO_SLACK_ID, SUPPORT_TRIAGE_ID
 from exporter.errors import ApiResponseTooLargeError
 from exporter.poller import Poller
 from exporter.results import PollResult
 from exporter.source.client import OrchestraClient
 from exporter.source.models import Step
+from tests.support.clock import ManualClock
 from tests.unit.inprocess import START, Rig, demo_scenario_at, finished_runs, trace_ids_of
 
 POLL_INTERVAL = 30.0

@@ -18,9 +18,10 @@ import pytest
 
 from exporter.app import Condition, Runtime
 from exporter.config import Settings
-from exporter.emulator import FaultRule, ManualClock
+from exporter.emulator import FaultRule
 from exporter.emulator.demo import JOKE_TO_SLACK_ID, SUPPORT_TRIAGE_ID
 from exporter.results import PollResult
+from tests.support.clock import ManualClock
 from tests.unit.inprocess import API_KEY, START, Rig, demo_scenario_at, finished_runs, trace_ids_of
 
 POLL_INTERVAL = 30.0

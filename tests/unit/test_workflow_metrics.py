@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.emulator import ManualClock, Scenario
+from exporter.emulator import Scenario
 from exporter.emulator.demo import (
     JOKE_TO_SLACK_ID,
     NIGHTLY_REPORT_ID,
@@ -35,6 +35,7 @@ from exporter.workflow_metrics import (
     RunsInFlight,
     samples_of,
 )
+from tests.support.clock import ManualClock
 
 OPTIONS = MappingOptions()
 
