@@ -124,7 +124,9 @@ class Runtime:
     def _log_result(self, result: PollResult) -> None:
         if result.auth_failed:
             self._auth_changed(failing=True)
-        elif not result.api_failed:
+        elif not result.api_failed and not self.poller.schedule.failing():
+            # Only once every failed listing was asked again: the ticks between the
+            # retries may poll nothing, which says nothing of the key.
             self._auth_changed(failing=False)
         self._ledger_condition.update(
             result.ledger_failed,
@@ -139,7 +141,8 @@ class Runtime:
         for error in dict.fromkeys(result.errors):
             if error not in self._last_errors:
                 log.log(level, "  %s", error)
-        self._last_errors = errors
+        if errors or result.requests:  # a poll that asked nothing did not see them go
+            self._last_errors = errors
 
     def _auth_changed(self, *, failing: bool) -> None:
         self.telemetry.state.auth_failing = failing

@@ -281,11 +281,11 @@ _DEPLOYMENT_ONLY: Final = frozenset(
 )
 _DEMO_DEFAULTS: Final = {
     "ORCHESTRA_POLL_INTERVAL": "2",
-    # The demo's workflows run every few seconds; none backs off for long.
-    "ORCHESTRA_POLL_INTERVAL_MAX": "8",
     "ORCHESTRA_DISCOVERY_INTERVAL": "60",
     "ORCHESTRA_LOOKBACK": "900",
 }
+# The demo's workflows run every few seconds; none backs off for long.
+_DEMO_IDLE_CAP: Final = "8"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -296,13 +296,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     # (API, key, state file, workflow selection) must not leak into it; the others (logs,
     # the HTTP address, content capture, ...) apply, over quick demo defaults.
     env = {k: v for k, v in os.environ.items() if k not in _DEPLOYMENT_ONLY}
+    flags = _flags(args)
     for name, value in _DEMO_DEFAULTS.items():
         env.setdefault(name, value)
+    if env.get("ORCHESTRA_POLL_INTERVAL") == _DEMO_DEFAULTS["ORCHESTRA_POLL_INTERVAL"] and (
+        "poll_interval" not in flags
+    ):
+        # Only over the demo's own pace: a user's longer interval would be above the cap.
+        env.setdefault("ORCHESTRA_POLL_INTERVAL_MAX", _DEMO_IDLE_CAP)
     # Placeholder prices (packaged with the emulator), so the demo's trees show cost.
     prices = resources.files("exporter.emulator") / "data" / "demo-prices.yaml"
     env.setdefault("ORCHESTRA_PRICES", str(prices))
     env["ORCHESTRA_STATE_PATH"] = str(state_dir / "ledger.db")
-    flags = _flags(args)
     emulator = Emulator(demo_scenario(), port=args.port, api_key=DEMO_API_KEY)
     base_url = emulator.start()
     try:

@@ -312,6 +312,7 @@ def load_settings(
         _exception_signal(environ, problems), "OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN"
     )
     problems.extend(_check_api_key(merged, require_api_key))
+    problems.extend(_check_schedule(merged))
     settings = _validate(merged, problems)
     if settings is not None and settings.prices is not None:
         table = load_price_table(settings.prices, problems, merged["prices"].label)
@@ -475,6 +476,47 @@ def _check_key_file(key_file: _Sourced) -> list[str]:
     except UnicodeDecodeError:
         return [f"{key_file.label}: {path} is not text"]
     return []
+
+
+def _check_schedule(merged: Mapping[str, _Sourced]) -> list[str]:
+    """ORCHESTRA_POLL_INTERVAL_MIN <= ORCHESTRA_POLL_INTERVAL <= ORCHESTRA_POLL_INTERVAL_MAX,
+    on the values as written (those that read as seconds at all: the others are reported
+    by validation), so that an order mistake is reported with every other problem."""
+    interval = _seconds_as_written(merged.get("poll_interval"))
+    if "poll_interval" not in merged:
+        interval = Settings.model_fields["poll_interval"].default
+        interval_text = f"the poll interval (default {interval:g})"
+    elif interval is None:
+        return []
+    else:
+        interval_text = f"{merged['poll_interval'].label} ({interval:g})"
+    found = []
+    low = _seconds_as_written(merged.get("poll_interval_min"))
+    if low is not None and low > interval:
+        found.append(
+            f"{merged['poll_interval_min'].label}: {low:g} is longer than {interval_text}; "
+            "it is the pace while a run is in flight, at most the interval"
+        )
+    high = _seconds_as_written(merged.get("poll_interval_max"))
+    if high is not None and high < interval:
+        found.append(
+            f"{merged['poll_interval_max'].label}: {high:g} is shorter than {interval_text}; "
+            "it caps the idle back-off, at least the interval (equal to it: no back-off)"
+        )
+    return found
+
+
+def _seconds_as_written(item: _Sourced | None) -> float | None:
+    """A positive finite number of seconds, or None (unset, or not a valid value)."""
+    if item is None or isinstance(item.value, bool):
+        return None
+    if not isinstance(item.value, (int, float, str)):
+        return None
+    try:
+        value = float(item.value)
+    except ValueError:
+        return None
+    return value if 0 < value < float("inf") else None
 
 
 def _check_transport(settings: Settings, merged: Mapping[str, _Sourced]) -> list[str]:

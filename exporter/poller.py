@@ -195,7 +195,7 @@ class Poller:
             return  # the spool could not be read: the last known backlog stands
         telemetry.pending_spans.set(result.pending_spans)
         state.pending_spans = result.pending_spans
-        if not result.api_failed:
+        if not result.api_failed and not self.schedule.failing():
             state.last_poll_ok = self._clock()
             telemetry.last_successful_poll.set(state.last_poll_ok)
         if result.spans_exported or result.export_failed:

@@ -42,6 +42,7 @@ class _Workflow:
     state: State = "idle"
     quiet_polls: int = 0
     last_active: float | None = None
+    failing: bool = False  # its last listing failed
 
 
 class PollSchedule:
@@ -49,8 +50,8 @@ class PollSchedule:
 
     Invariants: a workflow never waits longer than max_interval_s between polls, nor
     longer than min_interval_s while it has a run in flight; a workflow whose poll failed
-    is asked again after the base interval. Owned by the Poller; read by `check` and the
-    metrics.
+    is asked again after the base interval (the min interval while in flight). Owned by
+    the Poller; read by `check` and the metrics.
     """
 
     def __init__(self, settings: ScheduleSettings) -> None:
@@ -58,15 +59,24 @@ class PollSchedule:
         self._workflows: dict[str, _Workflow] = {}
 
     def due(self, workflow_ids: Iterable[str], now: float) -> list[str]:
-        """The workflows to poll now; workflows no longer owned are forgotten."""
+        """The workflows to poll now; workflows no longer owned are forgotten.
+
+        Polls happen on ticks, and a next-poll time counts from when the listing was
+        answered, a little after its tick: a workflow due before the middle of the next
+        tick is polled at this one, the nearest, or every interval would become two.
+        """
         ids = list(workflow_ids)
         for gone in set(self._workflows) - set(ids):
             del self._workflows[gone]
-        return [wid for wid in ids if self._workflows.setdefault(wid, _Workflow()).due_at <= now]
+        horizon = now + self.settings.tick_s / 2
+        return [
+            wid for wid in ids if self._workflows.setdefault(wid, _Workflow()).due_at <= horizon
+        ]
 
     def polled(self, workflow_id: str, now: float, *, in_flight: bool, new_runs: bool) -> None:
         """What one successful listing of the workflow's history showed."""
         entry = self._workflows.setdefault(workflow_id, _Workflow())
+        entry.failing = False
         settings = self.settings
         if in_flight or new_runs:
             entry.last_active = now
@@ -83,13 +93,22 @@ class PollSchedule:
         entry.due_at = now + wait
 
     def failed(self, workflow_id: str, now: float) -> None:
-        """The listing failed: ask again after the base interval, the state unchanged."""
+        """The listing failed: ask again after the base interval (the min interval while a
+        run was in flight: a failure says nothing of it having ended), the state unchanged."""
         entry = self._workflows.setdefault(workflow_id, _Workflow())
-        entry.due_at = now + self.settings.interval_s
+        entry.failing = True
+        settings = self.settings
+        retry = settings.min_interval_s if entry.state == "in_flight" else settings.interval_s
+        entry.due_at = now + retry
 
     def due_in(self, now: float) -> Sequence[float]:
         """Seconds until each workflow's next poll (0 when due), sorted."""
         return sorted(max(0.0, entry.due_at - now) for entry in self._workflows.values())
+
+    def failing(self) -> int:
+        """Owned workflows whose last listing failed: a poll that lists only the others,
+        or none, does not show the API answering every request."""
+        return sum(entry.failing for entry in self._workflows.values())
 
     def states(self) -> dict[State, int]:
         counts = dict.fromkeys(STATES, 0)

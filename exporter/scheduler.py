@@ -62,7 +62,7 @@ class Daemon:
         self._stop.set()
 
     async def run(self, duration: float | None = None) -> None:
-        scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        scheduler = AsyncIOScheduler(timezone=timezone.utc, logger=_SchedulerLog())
         scheduler.add_listener(_log_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
         scheduler.add_listener(self._overruns.event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_EXECUTED)
         now = datetime.now(timezone.utc)
@@ -162,12 +162,26 @@ def _log_job_event(event: JobExecutionEvent) -> None:
         pass
 
 
+class _SchedulerLog(logging.LoggerAdapter[logging.Logger]):
+    """APScheduler's own log, with its warning at every tick a slow poll skips said at
+    DEBUG: Overruns counts those ticks and says once when polls fall behind. Setting the
+    `apscheduler` logger's level is not enough: at debug level the warning would be back.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("apscheduler.scheduler"), {})
+
+    def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
+        skipped = isinstance(msg, str) and "maximum number of running instances" in msg
+        self.log(logging.DEBUG if skipped else logging.WARNING, msg, *args, **kwargs)
+
+
 class Overruns:
     """Polls that outlast their interval: counted, and said when it starts and ends.
 
     A slow poll skips the ticks it overlaps (max_instances=1); that is a fact for a metric
     and for one log line when polls start falling behind and one when they catch up, not
-    a warning at every tick (APScheduler's own warning is kept below the log level).
+    a warning at every tick (APScheduler's own is said at DEBUG: `_SchedulerLog`).
     A listener: it never raises into the scheduler.
     """
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporter.config import Settings
 from exporter.emulator import Emulator, Scenario
 from exporter.emulator.demo import demo_workflows
 from tests.support.clock import ManualClock
@@ -59,17 +60,26 @@ def daemon_env(
     """user_env() with orchestra-otel pointed at the API at `base_url` and its ledger at
     `state_path`, /metrics off, then `settings`.
 
-    Idle workflows back off to at most 2 s (ORCHESTRA_POLL_INTERVAL_MAX; never below the
-    poll interval): tests that add runs to a quiet emulator see them within their waits.
-    The adaptive schedule's own tests set it themselves."""
+    Idle workflows back off to at most 2 s (ORCHESTRA_POLL_INTERVAL_MAX; the poll interval
+    when that is longer, as the daemon refuses a cap below it): tests that add runs to a
+    quiet emulator see them within their waits. The adaptive schedule's own tests set it
+    themselves."""
     defaults = {
         "ORCHESTRA_BASE_URL": base_url,
         "ORCHESTRA_API_KEY": api_key,
         "ORCHESTRA_STATE_PATH": str(state_path),
         "ORCHESTRA_HTTP_ADDR": "off",
-        "ORCHESTRA_POLL_INTERVAL_MAX": "2",
+        "ORCHESTRA_POLL_INTERVAL_MAX": _idle_cap(settings.get("ORCHESTRA_POLL_INTERVAL")),
     }
     return user_env(**{**defaults, **settings})
+
+
+def _idle_cap(interval: str | None) -> str:
+    try:
+        seconds = float(interval or Settings.model_fields["poll_interval"].default)
+    except ValueError:
+        return "2"  # the daemon reports the unreadable interval itself
+    return f"{max(2.0, seconds):g}"
 
 
 @dataclass

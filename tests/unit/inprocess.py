@@ -4,6 +4,10 @@ The poll cycle runs in the test's own event loop against the real emulator (a re
 server in a thread) whose runs move only when a `ManualClock` is advanced; spans go to a
 `RecordingSink` that keeps them, and refuses them while told to. `DeliveryRig` is the
 spool's delivery alone, on a ledger the test fills.
+
+A `Rig` poller lists every owned workflow at every `poll()` (`EVERY_POLL`: the adaptive
+schedule with every interval 0), so a test of the poll cycle decides when polls happen by
+calling `poll()`; a test of the schedule passes `schedule=ScheduleSettings(...)` instead.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from exporter.mapping.spans import MappingOptions
 from exporter.poller import Poller, PollSettings
 from exporter.problems import ProblemReporter
 from exporter.results import PollResult
+from exporter.schedule import ScheduleSettings
 from exporter.source.client import OrchestraClient
 from exporter.source.retry import RetryPolicy
 from exporter.state import Capture, Ledger
@@ -37,6 +42,10 @@ API_KEY = "in-process-key"
 START = 1_750_000_000.0  # where every ManualClock of these tests starts
 # One attempt per request: a fault rule answers at once instead of after retries.
 NO_RETRY = RetryPolicy(max_attempts=1)
+# Every workflow is due at every poll: no back-off, no waiting for an interval.
+EVERY_POLL = ScheduleSettings(
+    interval_s=0.0, min_interval_s=0.0, max_interval_s=0.0, active_window_s=0.0
+)
 
 
 def trace_ids_of(run_ids: Sequence[str] | dict[str, int]) -> set[int]:
@@ -95,7 +104,9 @@ class Rig:
     async def poller(
         self, client_class: type[OrchestraClient] = OrchestraClient, **settings: Any
     ) -> AsyncIterator[Poller]:
-        """A poller of its own client and ledger, closed on exit (settings: PollSettings)."""
+        """A poller of its own client and ledger, closed on exit (settings: PollSettings;
+        the schedule is EVERY_POLL unless `schedule` says otherwise)."""
+        settings.setdefault("schedule", EVERY_POLL)
         client = client_class(self.emulator.base_url, API_KEY, retry=NO_RETRY)
         ledger = Ledger(self.ledger_path)
         poller = Poller(

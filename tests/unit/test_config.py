@@ -8,6 +8,7 @@ import pytest
 
 from exporter.config import Settings, load_settings
 from exporter.errors import ConfigError
+from exporter.schedule import ScheduleSettings
 
 SECRET = "sk-orchestra-Zx9-very-secret-token"
 KEY_ENV = {"ORCHESTRA_API_KEY": SECRET}
@@ -335,6 +336,14 @@ def test_api_key_never_in_invalid_yaml_problem(tmp_path: Path, yaml_text: str) -
         ("ORCHESTRA_POLL_INTERVAL", "0"),
         ("ORCHESTRA_POLL_INTERVAL", "-1"),
         ("ORCHESTRA_POLL_INTERVAL", "nan"),
+        ("ORCHESTRA_POLL_INTERVAL_MIN", "0"),
+        ("ORCHESTRA_POLL_INTERVAL_MIN", "-5"),
+        ("ORCHESTRA_POLL_INTERVAL_MIN", "fast"),
+        ("ORCHESTRA_POLL_INTERVAL_MAX", "0"),
+        ("ORCHESTRA_POLL_INTERVAL_MAX", "inf"),
+        ("ORCHESTRA_POLL_INTERVAL_MAX", "5m"),
+        ("ORCHESTRA_POLL_ACTIVE_WINDOW", "-1"),
+        ("ORCHESTRA_POLL_ACTIVE_WINDOW", "nan"),
         ("ORCHESTRA_LOOKBACK", "-1"),
         ("ORCHESTRA_CONTENT_MAX_LENGTH", "ten"),
         ("ORCHESTRA_CONTENT_MAX_LENGTH", "1.5"),
@@ -578,3 +587,90 @@ def test_a_key_file_readable_by_others_is_warned_about(
     if warned:
         assert str(key_file) in warnings[0] and f"{mode:04o}" in warnings[0]
         assert not _leaks(warnings[0])
+
+
+# --- the poll schedule (README "Polling") --------------------------------------------------
+
+
+def test_the_schedule_defaults_to_a_fixed_pace_while_busy_and_a_five_minute_idle_cap() -> None:
+    settings = _load()
+    assert (settings.poll_interval_min, settings.poll_interval_max) == (None, None)
+    assert settings.poll_active_window == 300
+    assert settings.schedule == ScheduleSettings(
+        interval_s=30.0, min_interval_s=30.0, max_interval_s=300.0, active_window_s=300.0
+    )
+
+
+def test_an_interval_longer_than_the_default_cap_polls_at_a_fixed_pace() -> None:
+    schedule = _load({**KEY_ENV, "ORCHESTRA_POLL_INTERVAL": "600"}).schedule
+    assert (schedule.interval_s, schedule.min_interval_s, schedule.max_interval_s) == (
+        600.0,
+        600.0,
+        600.0,
+    )
+
+
+def test_the_schedule_variables_are_read_from_every_source(tmp_path: Path) -> None:
+    environ = {
+        **KEY_ENV,
+        "ORCHESTRA_POLL_INTERVAL": "10",
+        "ORCHESTRA_POLL_INTERVAL_MIN": "2.5",
+        "ORCHESTRA_POLL_ACTIVE_WINDOW": "0",
+    }
+    yaml_text = "poll_interval_max: 3600\npoll_interval_min: 9\n"
+    flags: dict[str, object] = {"poll_active_window": "45"}
+    settings = _load(environ, yaml_text=yaml_text, tmp_path=tmp_path, flags=flags)
+    assert settings.schedule == ScheduleSettings(
+        interval_s=10.0, min_interval_s=2.5, max_interval_s=3600.0, active_window_s=45.0
+    )
+
+
+def test_max_equal_to_the_interval_is_accepted_and_turns_the_back_off_off() -> None:
+    environ = {**KEY_ENV, "ORCHESTRA_POLL_INTERVAL": "20", "ORCHESTRA_POLL_INTERVAL_MAX": "20"}
+    schedule = _load(environ).schedule
+    assert schedule.max_interval_s == schedule.interval_s == 20.0
+
+
+def test_a_min_interval_longer_than_the_interval_is_refused() -> None:
+    environ = {**KEY_ENV, "ORCHESTRA_POLL_INTERVAL": "30", "ORCHESTRA_POLL_INTERVAL_MIN": "60"}
+    assert _problems(environ) == [
+        "ORCHESTRA_POLL_INTERVAL_MIN: 60 is longer than ORCHESTRA_POLL_INTERVAL (30); "
+        "it is the pace while a run is in flight, at most the interval"
+    ]
+
+
+def test_a_max_interval_shorter_than_the_default_interval_is_refused() -> None:
+    assert _problems({**KEY_ENV, "ORCHESTRA_POLL_INTERVAL_MAX": "10"}) == [
+        "ORCHESTRA_POLL_INTERVAL_MAX: 10 is shorter than the poll interval (default 30); "
+        "it caps the idle back-off, at least the interval (equal to it: no back-off)"
+    ]
+
+
+def test_schedule_problems_are_reported_with_every_other_problem(tmp_path: Path) -> None:
+    environ = {
+        **KEY_ENV,
+        "ORCHESTRA_POLL_INTERVAL_MIN": "90",
+        "ORCHESTRA_LOG_LEVEL": "loud",
+    }
+    yaml_text = "poll_interval: 60\n"
+    flags: dict[str, object] = {"poll_interval_max": "45"}
+    problems = _problems(environ, yaml_text=yaml_text, tmp_path=tmp_path, flags=flags)
+    path = tmp_path / "orchestra.yaml"
+    assert len(problems) == 3, problems
+    assert problems[0] == (
+        f"ORCHESTRA_POLL_INTERVAL_MIN: 90 is longer than {path}: poll_interval (60); "
+        "it is the pace while a run is in flight, at most the interval"
+    )
+    assert problems[1].startswith(f"--poll-interval-max: 45 is shorter than {path}: ")
+    assert problems[2].startswith("ORCHESTRA_LOG_LEVEL: ")
+
+
+def test_an_unreadable_interval_is_reported_once_not_compared() -> None:
+    environ = {
+        **KEY_ENV,
+        "ORCHESTRA_POLL_INTERVAL": "soon",
+        "ORCHESTRA_POLL_INTERVAL_MIN": "60",
+        "ORCHESTRA_POLL_INTERVAL_MAX": "10",
+    }
+    (problem,) = _problems(environ)
+    assert problem.startswith("ORCHESTRA_POLL_INTERVAL: ")

@@ -13,12 +13,14 @@ later poll delivers everything once; a broken ledger is reported, not raised.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import pytest
 
 from exporter.collect import MAX_UNREADABLE_TRIES
+<<<<<<< HEAD
 from exporter.emulator import FaultRule
 from exporter.emulator.demo import JOKE_TO_SLACK_ID, SUPPORT_TRIAGE_ID
 from exporter.errors import ApiResponseTooLargeError
@@ -27,6 +29,16 @@ from exporter.results import PollResult
 from exporter.source.client import OrchestraClient
 from exporter.source.models import Step
 from tests.support.clock import ManualClock
+=======
+from exporter.emulator import FaultRule, ManualClock
+from exporter.emulator.demo import JOKE_TO_SLACK_ID, SUPPORT_TRIAGE_ID, demo_workflows
+from exporter.errors import ApiResponseTooLargeError
+from exporter.poller import Poller
+from exporter.results import PollResult
+from exporter.schedule import ScheduleSettings
+from exporter.source.client import MAX_PAGE_SIZE, OrchestraClient
+from exporter.source.models import Run, Step
+>>>>>>> sched
 from tests.unit.inprocess import START, Rig, demo_scenario_at, finished_runs, trace_ids_of
 
 POLL_INTERVAL = 30.0
@@ -334,3 +346,230 @@ def test_counts_of_a_poll_add_up(rig: Rig, clock: ManualClock) -> None:
         f"{result.requests} requests, backlog 1 runs in flight / 0 spans unsent"
     )
     assert len(rig.sink.roots()) == 3
+
+
+# --- the adaptive schedule (exporter/schedule.py) on a real poll cycle ----------------------
+
+LATENCY = 0.05  # how long each history answer takes on the test's clock
+IDLE = ScheduleSettings(
+    interval_s=POLL_INTERVAL, min_interval_s=POLL_INTERVAL, max_interval_s=240.0
+)
+BUSY = ScheduleSettings(
+    interval_s=POLL_INTERVAL, min_interval_s=5.0, max_interval_s=240.0, active_window_s=45.0
+)
+
+
+class Listings:
+    """A client class that notes when each history request was made, and answers it
+    LATENCY later on the test's clock, as a network would: each next poll counts from
+    when the answer came, a little after the tick."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.made: list[tuple[str, float]] = []
+        listings = self
+
+        class TimedClient(OrchestraClient):
+            async def list_runs(
+                self, workflow_id: str, *, limit: int = MAX_PAGE_SIZE, offset: int = 0
+            ) -> list[Run]:
+                listings.made.append((workflow_id, clock()))
+                runs = await super().list_runs(workflow_id, limit=limit, offset=offset)
+                clock.advance(LATENCY)
+                return runs
+
+        self.client_class = TimedClient
+
+    def seconds(self, workflow_id: str) -> list[float]:
+        """When the workflow was listed: seconds after START, to a tenth."""
+        return [round(at - START, 1) for wid, at in self.made if wid == workflow_id]
+
+
+async def _poll_at(rig: Rig, poller: Poller, tick: float) -> PollResult:
+    """The poll of the daemon's tick at START + tick, however long the last one took."""
+    rig.clock.set(START + tick)
+    return await poller.poll()
+
+
+def _polled(rig: Rig, metric: str, **labels: str) -> float | None:
+    return rig.telemetry.registry.get_sample_value(metric, labels)
+
+
+def test_idle_workflows_are_skipped_until_due_and_back_off_to_the_max(
+    rig: Rig, clock: ManualClock
+) -> None:
+    listings = Listings(clock)
+    listed_per_poll = []
+
+    async def body(rig: Rig) -> None:
+        async with rig.poller(listings.client_class, schedule=IDLE) as poller:
+            for number in range(31):
+                result = await _poll_at(rig, poller, number * POLL_INTERVAL)
+                listed_per_poll.append(result.workflows)
+                assert result.ok, result.errors
+
+    rig.run(body)
+
+    # Nothing runs: waits of 60, 120, 240, 240 s... after each quiet listing, on 30 s ticks.
+    expected = [0.0, 60.0, 180.0, 420.0, 660.0, 900.0]
+    for workflow_id in rig.scenario.workflow_ids():
+        assert listings.seconds(workflow_id) == expected
+    assert [n for n, count in enumerate(listed_per_poll) if count] == [0, 2, 6, 14, 22, 30]
+    assert set(listed_per_poll) == {0, 4}
+    assert rig.requests()["list_runs"] == 4 * len(expected)  # a fixed pace: 4 * 31
+
+
+def test_a_workflow_with_a_run_in_flight_is_polled_every_min_interval(
+    rig: Rig, clock: ManualClock
+) -> None:
+    run_id = rig.scenario.add_run(
+        JOKE, start_at=START - 1.0, step_durations={"model": 12.0, "slack_integration": 8.0}
+    )
+    listings = Listings(clock)
+    exported_at: dict[str, float] = {}
+
+    async def body(rig: Rig) -> None:
+        async with rig.poller(listings.client_class, schedule=BUSY) as poller:
+            for number in range(37):  # 0 to 180 s on 5 s ticks
+                await _poll_at(rig, poller, number * 5.0)
+                for name in rig.sink.of_run(run_id):
+                    exported_at.setdefault(name, number * 5.0)
+
+    rig.run(body)
+
+    # In flight until 19 s: every 5 s; it ended: every 30 s while the 45 s window lasts;
+    # then idle, backing off from 60 s.
+    assert listings.seconds(JOKE) == [0.0, 5.0, 10.0, 15.0, 20.0, 50.0, 80.0, 140.0]
+    for workflow_id in set(rig.scenario.workflow_ids()) - {JOKE}:
+        assert listings.seconds(workflow_id) == [0.0, 60.0, 180.0]
+    # Step by step, each in the first poll after it ended, once.
+    assert exported_at == {"model": 15.0, "slack_integration": 20.0, "joke-to-slack": 20.0}
+    assert rig.sink.duplicates() == []
+
+
+def test_a_new_run_of_an_idle_workflow_is_exported_within_the_max_plus_one_interval(
+    rig: Rig, clock: ManualClock
+) -> None:
+    schedule = BUSY  # 5 s ticks, idle waits up to 240 s
+    listings = Listings(clock)
+    seen: dict[str, float] = {}
+
+    async def body(rig: Rig) -> None:
+        async with rig.poller(listings.client_class, schedule=schedule) as poller:
+            tick = 0.0
+            while tick < 1200.0:  # a quiet spell: every workflow backs off to the max
+                await _poll_at(rig, poller, tick)
+                tick += schedule.tick_s
+            last_listing = START + listings.seconds(JOKE)[-1]
+            # The worst moment: right after the workflow's last listing, 240 s to its next.
+            seen["started"] = last_listing + 1.0
+            run_id = rig.scenario.add_run(
+                JOKE, start_at=seen["started"], step_durations={"model": 1, "slack_integration": 1}
+            )
+            while not rig.sink.of_run(run_id):
+                await _poll_at(rig, poller, tick)
+                tick += schedule.tick_s
+                assert tick < 2000.0, "the run was never exported"
+            seen["exported"] = START + tick - schedule.tick_s
+            seen["spans"] = len(rig.sink.of_run(run_id))
+
+    rig.run(body)
+
+    waited = seen["exported"] - seen["started"]
+    assert schedule.interval_s < waited <= schedule.max_interval_s + schedule.interval_s
+    assert seen["spans"] == 3 and rig.sink.duplicates() == []
+
+
+def test_discovery_adds_a_new_workflow_that_is_polled_at_once_while_the_others_back_off(
+    rig: Rig, clock: ManualClock
+) -> None:
+    new_id = "7d1e5c3a-2b4f-4e6a-8c9d-0a1b2c3d4e5f"
+    listings = Listings(clock)
+    per_poll: list[int] = []
+
+    async def body(rig: Rig) -> None:
+        async with rig.poller(listings.client_class, schedule=IDLE) as poller:
+            for number in range(11):
+                per_poll.append((await _poll_at(rig, poller, number * POLL_INTERVAL)).workflows)
+            (spec,) = [spec for spec in demo_workflows(START) if spec.workflow_id == JOKE]
+            rig.scenario.add_workflow(dataclasses.replace(spec, workflow_id=new_id))
+            rig.scenario.add_history(new_id, 2, **EVERY_MINUTE)
+            per_poll.append((await _poll_at(rig, poller, 11 * POLL_INTERVAL)).workflows)
+            await poller.workflows.refresh()  # the discovery job, every discovery interval
+            per_poll.append((await _poll_at(rig, poller, 12 * POLL_INTERVAL)).workflows)
+
+    rig.run(body)
+
+    assert per_poll[10:] == [0, 0, 1], "only the new workflow is due"
+    assert listings.seconds(new_id) == [12 * POLL_INTERVAL]
+    assert rig.sink.trace_ids() == trace_ids_of(finished_runs(rig.scenario, new_id))
+
+
+def test_the_schedule_metrics_show_states_and_next_polls(rig: Rig, clock: ManualClock) -> None:
+    rig.scenario.add_run(
+        JOKE, start_at=START - 1.0, step_durations={"model": 12.0, "slack_integration": 8.0}
+    )
+    scrapes = []
+
+    def scrape() -> tuple[dict[str, float | None], dict[str, float | None]]:
+        states = {
+            state: _polled(rig, "orchestra_otel_workflows_polled", state=state)
+            for state in ("in_flight", "active", "idle")
+        }
+        spread = {
+            stat: _polled(rig, "orchestra_otel_next_poll_seconds", stat=stat)
+            for stat in ("min", "median", "max")
+        }
+        return states, spread
+
+    async def body(rig: Rig) -> None:
+        async with rig.poller(schedule=BUSY) as poller:
+            scrapes.append(scrape())  # nothing polled yet: all due
+            for number in range(5):  # 0 to 20 s: the run ends at 19 s
+                await _poll_at(rig, poller, number * 5.0)
+                if number in (0, 4):
+                    scrapes.append(scrape())
+
+    rig.run(body)
+
+    assert scrapes == [
+        ({"in_flight": 0, "active": 0, "idle": 0}, {"min": None, "median": None, "max": None}),
+        ({"in_flight": 1, "active": 0, "idle": 3}, {"min": 5.0, "median": 60.0, "max": 60.0}),
+        ({"in_flight": 0, "active": 1, "idle": 3}, {"min": 30.0, "median": 40.0, "max": 40.0}),
+    ]
+
+
+def test_polls_with_nothing_due_during_an_outage_do_not_count_as_successful(
+    rig: Rig, clock: ManualClock
+) -> None:
+    """Failed listings are asked again every interval; between them, the min interval's
+    ticks poll nothing. Those say nothing of the API: the last successful poll, which
+    readiness and the OrchestraExporterNoSuccessfulPoll alert read, stays where it was."""
+    state = rig.telemetry.state
+    seen: list[tuple[object, object]] = []
+
+    async def body(rig: Rig) -> None:
+        async with rig.poller(schedule=BUSY) as poller:
+            await _poll_at(rig, poller, 0.0)  # the API answers: idle until 60 s
+            rig.emulator.faults.add(FaultRule("status", kind="list_runs", status=500, times=None))
+            for number in range(1, 37):  # to 180 s, on 5 s ticks
+                result = await _poll_at(rig, poller, number * 5.0)
+                seen.append((result.workflows, result.api_failed))
+            ready, _ = state.readiness(POLL_INTERVAL, now=clock())
+            seen.append((ready, state.last_poll_ok - START))
+            rig.emulator.faults.clear()
+            for number in range(37, 42):  # nothing due: no news yet
+                await _poll_at(rig, poller, number * 5.0)
+            seen.append((state.readiness(POLL_INTERVAL, now=clock())[0], False))
+            await _poll_at(rig, poller, 42 * 5.0)  # the retry of 210 s succeeds
+            seen.append(state.readiness(POLL_INTERVAL, now=clock()))
+
+    rig.run(body)
+
+    # Listed at 60 s, then retried every 30 s: 90, 120, 150, 180 s.
+    listing_ticks = [n for n, (listed, _) in enumerate(seen[:36], start=1) if listed]
+    assert listing_ticks == [12, 18, 24, 30, 36]
+    assert all(failed for listed, failed in seen[:36] if listed)
+    # The last successful poll is the one of 55 s, before the first failure.
+    assert seen[36] == (False, 55.0)
+    assert seen[37] == (False, False)
+    assert seen[38] == (True, [])

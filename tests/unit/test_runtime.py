@@ -21,6 +21,7 @@ from exporter.config import Settings
 from exporter.emulator import FaultRule
 from exporter.emulator.demo import JOKE_TO_SLACK_ID, SUPPORT_TRIAGE_ID
 from exporter.results import PollResult
+from exporter.schedule import ScheduleSettings
 from tests.support.clock import ManualClock
 from tests.unit.inprocess import API_KEY, START, Rig, demo_scenario_at, finished_runs, trace_ids_of
 
@@ -143,6 +144,38 @@ def test_a_rejected_key_is_said_once_and_its_recovery_once(
     assert len(_said(caplog, "  list_runs: the API answered 401")) == 1
     assert API_KEY not in caplog.text
     assert rig.sink.trace_ids() == trace_ids_of(finished_runs(rig.scenario, JOKE))
+
+
+def test_a_rejected_key_is_said_once_also_when_ticks_between_retries_poll_nothing(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed listing is asked again after the interval; the min interval's ticks in
+    between poll nothing, which says nothing of the key: no recovery, no new error line."""
+    clock = rig.clock
+    schedule = ScheduleSettings(interval_s=POLL_INTERVAL, min_interval_s=5.0)
+    failing = []
+
+    async def body(rig: Rig) -> None:
+        async with _runtime(rig, workflows=(JOKE,), schedule=schedule) as runtime:
+            for number in range(37):  # 0 to 180 s on 5 s ticks
+                clock.set(START + number * 5.0)
+                await runtime.poll_and_log()
+                failing.append(runtime.telemetry.state.auth_failing)
+                rig.emulator.api_key = "rotated-elsewhere"  # after discovery and a listing
+            rig.emulator.api_key = API_KEY
+            for number in range(37, 43):  # the retry at 210 s succeeds
+                clock.set(START + number * 5.0)
+                await runtime.poll_and_log()
+            failing.append(runtime.telemetry.state.auth_failing)
+
+    with caplog.at_level(logging.INFO):
+        rig.run(body)
+
+    # Idle after the first listing: asked again at 60 s, refused, retried every 30 s.
+    assert failing == [False] * 12 + [True] * 25 + [False]
+    assert len(_said(caplog, AUTH_STARTED)) == 1
+    assert len(_said(caplog, AUTH_ENDED)) == 1
+    assert len(_said(caplog, "  list_runs: the API answered 401")) == 1
 
 
 def test_an_error_line_is_said_again_once_it_went_away_and_came_back(

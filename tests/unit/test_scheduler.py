@@ -184,3 +184,71 @@ def test_a_poll_that_outlasts_the_grace_is_cancelled(caplog: pytest.LogCaptureFi
     assert (polls.finished, polls.cancelled) == (0, 1)
     said = [r.getMessage() for r in caplog.records]
     assert "poll cancelled at shutdown; unconfirmed spans stay spooled" in said
+
+
+def test_polls_that_fall_behind_are_counted_and_said_once_each_way_never_warned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two polls in a row outlast several ticks each, then polls are quick again: every
+    skipped tick is counted, one INFO line says polls fall behind and one that they keep
+    up again; APScheduler itself says the skips at DEBUG at most, never as a WARNING
+    (its logger is captured at DEBUG here, as ORCHESTRA_LOG_LEVEL=debug would set it).
+
+    Ticks of 0.1 s: a quick poll counts as an overrun too when the event loop stalls
+    for a whole tick, which the stop right after the keep-up line leaves no time for."""
+    interval = 0.1
+    releases = {1: asyncio.Event(), 2: asyncio.Event()}
+
+    async def behaviour(number: int) -> None:
+        if number in releases:
+            await releases[number].wait()
+
+    polls = Polls(behaviour)
+    overruns: list[int] = []
+
+    def said(text: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if text in r.getMessage()]
+
+    async def until(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(interval / 4)
+
+    async def main() -> tuple[int, int]:
+        daemon = Daemon(
+            polls,
+            _nothing,
+            poll_interval=interval,
+            discovery_interval=3600.0,
+            on_overrun=lambda: overruns.append(polls.calls),
+        )
+        running = asyncio.create_task(daemon.run())
+        await _started(polls, 1)
+        await until(lambda: len(overruns) >= 3, "ticks skipped during poll 1")
+        releases[1].set()
+        await _started(polls, 2)
+        during_first = len(overruns)
+        await until(lambda: len(overruns) >= during_first + 3, "ticks skipped during poll 2")
+        caught_up_before_the_end = len(said("keep up"))
+        releases[2].set()
+        await until(lambda: bool(said("keep up")), "the keep-up line")
+        daemon.request_stop()
+        await asyncio.wait_for(running, WAIT)
+        return caught_up_before_the_end, polls.most_active
+
+    caplog.set_level(logging.INFO, logger="exporter.scheduler")
+    caplog.set_level(logging.DEBUG, logger="apscheduler")  # last: the handler keeps DEBUG
+    caught_up_too_early, most_active = asyncio.run(main())
+
+    assert most_active == 1
+    assert caught_up_too_early == 0, "still behind while the second slow poll runs"
+    behind, keep_up = said("takes longer than the 0.1s interval"), said("keep up")
+    assert [r.levelno for r in behind] == [logging.INFO]
+    assert [r.levelno for r in keep_up] == [logging.INFO]
+    assert caplog.records.index(behind[0]) < caplog.records.index(keep_up[0])
+    assert {1, 2} <= set(overruns), "ticks skipped during both slow polls"
+    from_apscheduler = [r for r in caplog.records if r.name.startswith("apscheduler")]
+    skipped = [r for r in from_apscheduler if "maximum number of running" in r.getMessage()]
+    assert len(skipped) == len(overruns), "the skips APScheduler saw are the ones counted"
+    assert [r for r in from_apscheduler if r.levelno >= logging.WARNING] == []
