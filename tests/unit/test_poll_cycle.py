@@ -20,17 +20,7 @@ from pathlib import Path
 import pytest
 
 from exporter.collect import MAX_UNREADABLE_TRIES
-<<<<<<< HEAD
 from exporter.emulator import FaultRule
-from exporter.emulator.demo import JOKE_TO_SLACK_ID, SUPPORT_TRIAGE_ID
-from exporter.errors import ApiResponseTooLargeError
-from exporter.poller import Poller
-from exporter.results import PollResult
-from exporter.source.client import OrchestraClient
-from exporter.source.models import Step
-from tests.support.clock import ManualClock
-=======
-from exporter.emulator import FaultRule, ManualClock
 from exporter.emulator.demo import JOKE_TO_SLACK_ID, SUPPORT_TRIAGE_ID, demo_workflows
 from exporter.errors import ApiResponseTooLargeError
 from exporter.poller import Poller
@@ -38,7 +28,7 @@ from exporter.results import PollResult
 from exporter.schedule import ScheduleSettings
 from exporter.source.client import MAX_PAGE_SIZE, OrchestraClient
 from exporter.source.models import Run, Step
->>>>>>> sched
+from tests.support.clock import ManualClock
 from tests.unit.inprocess import START, Rig, demo_scenario_at, finished_runs, trace_ids_of
 
 POLL_INTERVAL = 30.0
