@@ -34,97 +34,84 @@ POLL_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class Telemetry:
+    """The process's own metrics (orchestra_otel_*) and the workflow metrics' registry.
+
+    Built once per process by `app.open_runtime`; the poll-cycle parts write to it, the
+    /metrics handler and the OTLP metrics reader read it.
+    """
+
     def __init__(self, max_workflows: int = 200, max_nodes: int = 100) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
         self.book = MetricBook(max_workflows, max_nodes)
-        r.register(BookCollector(self.book))
+        self.registry.register(BookCollector(self.book))
         self.in_flight = RunsInFlight(self.book)
-        r.register(InFlightCollector(self.in_flight))
-        self.polls = Counter(f"{PREFIX}_polls", "Polls run, by result", ["result"], registry=r)
+        self.registry.register(InFlightCollector(self.in_flight))
+        counter, gauge = self._counter, self._gauge
+        self.polls = counter("polls", "Polls run, by result", "result")
         self.poll_duration = Histogram(
             f"{PREFIX}_poll_duration_seconds",
             "Duration of one poll",
             buckets=POLL_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
-        self.last_successful_poll = Gauge(
-            f"{PREFIX}_last_successful_poll_timestamp_seconds",
+        self.last_successful_poll = gauge(
+            "last_successful_poll_timestamp_seconds",
             "Unix time of the last poll in which the API answered every request",
-            registry=r,
         )
-        self.spans_exported = Counter(
-            f"{PREFIX}_spans_exported", "Spans the sink confirmed", ["sink"], registry=r
+        self.spans_exported = counter("spans_exported", "Spans the sink confirmed", "sink")
+        self.spans_failed = counter(
+            "spans_failed", "Spans in export requests the sink refused", "sink"
         )
-        self.spans_failed = Counter(
-            f"{PREFIX}_spans_failed",
-            "Spans in export requests the sink refused",
-            ["sink"],
-            registry=r,
+        self.logs_exported = counter(
+            "logs_exported", "Failure log records the sink confirmed", "sink"
         )
-        self.logs_exported = Counter(
-            f"{PREFIX}_logs_exported",
-            "Failure log records the sink confirmed",
-            ["sink"],
-            registry=r,
-        )
-        self.log_export_failures = Counter(
-            f"{PREFIX}_log_export_failures",
-            "Log export requests the sink did not confirm",
-            ["sink"],
-            registry=r,
+        self.log_export_failures = counter(
+            "log_export_failures", "Log export requests the sink did not confirm", "sink"
         )
         self.export_lag = Histogram(
             f"{PREFIX}_export_lag_seconds",
             "Time from a span's end to the sink's confirmation",
             buckets=(1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 21600, 86400),
-            registry=r,
+            registry=self.registry,
         )
-        self.export_failures = Counter(
-            f"{PREFIX}_export_failures",
-            "Export requests the sink did not confirm",
-            ["sink"],
-            registry=r,
+        self.export_failures = counter(
+            "export_failures", "Export requests the sink did not confirm", "sink"
         )
-        self.pending_spans = Gauge(
-            f"{PREFIX}_pending_spans",
-            "Spans spooled in the ledger, waiting for the sink",
-            registry=r,
+        self.pending_spans = gauge(
+            "pending_spans", "Spans spooled in the ledger, waiting for the sink"
         )
-        self.skipped_records = Counter(
-            f"{PREFIX}_skipped_records",
-            "Records that could not be used (logged once each)",
-            ["kind"],
-            registry=r,
+        self.skipped_records = counter(
+            "skipped_records", "Records that could not be used (logged once each)", "kind"
         )
-        self.unpriced_steps = Counter(
-            f"{PREFIX}_unpriced_model_steps",
+        self.unpriced_steps = counter(
+            "unpriced_model_steps",
             "Model steps exported without cost: ORCHESTRA_PRICES has no price for the model",
-            ["model"],
-            registry=r,
+            "model",
         )
-        self.poll_overruns = Counter(
-            f"{PREFIX}_poll_overruns",
-            "Poll ticks skipped because the poll before was still running",
-            registry=r,
+        self.poll_overruns = counter(
+            "poll_overruns", "Poll ticks skipped because the poll before was still running"
         )
-        self.poll_tick = Gauge(
-            f"{PREFIX}_poll_tick_seconds",
+        self.poll_tick = gauge(
+            "poll_tick_seconds",
             "How often the daemon wakes to poll what is due (compare with the poll duration)",
-            registry=r,
         )
-        self.history_paging_stopped = Counter(
-            f"{PREFIX}_history_paging_stopped",
+        self.history_paging_stopped = counter(
+            "history_paging_stopped",
             "History passes ended early: a page repeated runs already seen, or the page cap",
-            ["reason"],
-            registry=r,
+            "reason",
         )
-        self.api_auth_failing = Gauge(
-            f"{PREFIX}_api_auth_failing", "1 while the API rejects the key (401/403)", registry=r
+        self.api_auth_failing = gauge(
+            "api_auth_failing", "1 while the API rejects the key (401/403)"
         )
         self.state = HealthState()
         self.otlp: MetricRecorder | None = None  # set when metrics are pushed over OTLP
         self._schedule: _ScheduleCollector | None = None
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        return Counter(f"{PREFIX}_{name}", documentation, labels, registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str) -> Gauge:
+        return Gauge(f"{PREFIX}_{name}", documentation, registry=self.registry)
 
     def watch_schedule(self, schedule: PollSchedule, clock: Callable[[], float]) -> None:
         """The adaptive poll schedule, read at scrape time; a newer poller's replaces it
