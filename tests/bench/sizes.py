@@ -140,9 +140,10 @@ class ScaledSchedule:
     def discovery_s(self) -> float:
         return REAL_DISCOVERY_INTERVAL_S / self.scale
 
-    def env(self, *, metric_push: bool = True) -> dict[str, str]:
-        """The daemon's variables. The metrics push is scaled too, or pushed hourly."""
-        push_s = REAL_METRIC_EXPORT_INTERVAL_S / self.scale if metric_push else 3600.0
+    def env(self) -> dict[str, str]:
+        """The daemon's variables; the metrics push (OTEL_METRIC_EXPORT_INTERVAL) is
+        scaled too, as part of what the schedule drives."""
+        push_s = REAL_METRIC_EXPORT_INTERVAL_S / self.scale
         env = {
             "ORCHESTRA_POLL_INTERVAL": f"{self.interval_s:g}",
             "ORCHESTRA_POLL_INTERVAL_MAX": f"{self.max_s:g}",
