@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import gc
+import itertools
 import os
+import re
 import signal
+import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,9 @@ from tests.support.otlp_receiver import (
 from tests.support.world import World, open_world
 
 PY = sys.executable
+OTEL = "orchestra-otel"
+NAIVE = "naive"
+TOOLS = (OTEL, NAIVE)
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 _NAMESPACE = uuid.UUID("6f1d3c55-0b8e-4c8e-9a51-3f2b7d0e9a10")
 ROOT = "root"
@@ -334,10 +342,54 @@ class Proc(Daemon):
         return self.process.returncode
 
     def stop(self, timeout: float = 60) -> int:
+        if self.ended is not None:  # already reaped by wait_exit
+            return int(self.process.returncode)
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
         return self.wait_exit(timeout)
+
+
+class CpuSampler:
+    """A process's CPU seconds sampled every `step` s with the wall time, so CPU can be
+    read afterwards over any window (`between`): to the nanosecond from the live threads
+    (proc_cpu_precise_s), and every thread ever in 10 ms ticks as a cross-check
+    (`between(..., ticks=True)`, proc_cpu_s)."""
+
+    def __init__(self, pid: int, step: float = 0.05) -> None:
+        self._pid = pid
+        self._step = step
+        self._stop = threading.Event()
+        self.samples: list[tuple[float, float, float]] = []  # (time.time(), precise, ticks)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sample = (time.time(), proc_cpu_precise_s(self._pid), proc_cpu_s(self._pid))
+            except (OSError, ValueError, IndexError):
+                return
+            self.samples.append(sample)
+            self._stop.wait(self._step)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def at(self, wall: float, *, ticks: bool = False) -> float:
+        """CPU seconds at `wall`, interpolated between the samples around it."""
+        samples = self.samples
+        index = bisect.bisect_left(samples, (wall,))
+        if index <= 0 or index >= len(samples):
+            raise ValueError(f"no CPU samples around {wall:.3f}")
+        column = 2 if ticks else 1
+        before, after = samples[index - 1], samples[index]
+        share = (wall - before[0]) / (after[0] - before[0])
+        return before[column] + (after[column] - before[column]) * share
+
+    def between(self, start: float, end: float, *, ticks: bool = False) -> float:
+        return self.at(end, ticks=ticks) - self.at(start, ticks=ticks)
 
 
 def exporter_cmd(*args: str) -> list[str]:
@@ -346,6 +398,82 @@ def exporter_cmd(*args: str) -> list[str]:
 
 def naive_cmd(*args: str) -> list[str]:
     return [PY, "-m", "tests.bench.naive_baseline", *args]
+
+
+def world_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        exporter_cmd(*(args or ("once",))),
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def start_tool(
+    tool: str, world: World, interval: float, env: Mapping[str, str] | None = None
+) -> tuple[Proc, str]:
+    """The tool's daemon polling every `interval` s, and the marker of its poll lines.
+
+    orchestra-otel gets `env` on top of the world's (which caps the idle back-off at 2 s,
+    a test default: scenarios that depend on the schedule set it themselves).
+    """
+    if tool == OTEL:
+        extra = {"ORCHESTRA_POLL_INTERVAL": f"{interval:g}", **(env or {})}
+        return Proc(exporter_cmd("run"), world.env("grpc", **extra)), "poll:"
+    return Proc(naive_cmd("run", "--interval", f"{interval:g}"), world.env("grpc")), "naive poll"
+
+
+def parallel(function: Callable[[str], Any], tools: Sequence[str] = TOOLS) -> dict[str, Any]:
+    """function(tool) for every tool at the same time (threads); results by tool."""
+    with ThreadPoolExecutor(len(tools)) as pool:
+        futures = {tool: pool.submit(function, tool) for tool in tools}
+        return {tool: future.result() for tool, future in futures.items()}
+
+
+def run_all(jobs: Mapping[Any, tuple[Callable[[str], Any], str]]) -> dict[Any, Any]:
+    """Every job (function, tool) at the same time; results by job key."""
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = {key: pool.submit(function, tool) for key, (function, tool) in jobs.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
+# --------------------------------------------------------------------------- the API's log
+
+_WORKFLOW_IN_PATH = re.compile(r"/workflows/([^/?]+)/runs")
+
+
+def request_log(world: World) -> list[dict[str, Any]]:
+    """Every request the world's emulator answered: kind, path, wall time (`wall`).
+
+    Complete only when the world was opened with a `recent_limit` above the count."""
+    stats = world.emulator.stats()
+    recent: list[dict[str, Any]] = stats["recent"]
+    if len(recent) < sum(stats["by_kind"].values()):
+        raise RuntimeError("the emulator's request log overflowed: raise recent_limit")
+    return recent
+
+
+def workflow_of(request: Mapping[str, Any]) -> str | None:
+    """The workflow id a runs or steps request names, if any."""
+    match = _WORKFLOW_IN_PATH.search(str(request["path"]))
+    return match[1] if match else None
+
+
+def count_by_kind(requests: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    return dict(Counter(str(request["kind"]) for request in requests))
+
+
+def list_times(requests: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """workflow id -> wall times of its history listings, in order."""
+    found: dict[str, list[float]] = {}
+    for request in requests:
+        workflow_id = workflow_of(request)
+        if request["kind"] == "list_runs" and workflow_id is not None:
+            found.setdefault(workflow_id, []).append(float(request["wall"]))
+    return found
 
 
 # --------------------------------------------------------------------------- numbers
@@ -387,3 +515,26 @@ def timed(
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def gaps(times: Sequence[float]) -> list[float]:
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+def summary(values: Sequence[float], digits: int = 3) -> dict[str, float | int | None]:
+    """count, p50, p90, p99, max (nearest rank) of `values`, rounded."""
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, digits)
+
+    return {
+        "count": len(values),
+        "p50": rounded(percentile(values, 50)),
+        "p90": rounded(percentile(values, 90)),
+        "p99": rounded(percentile(values, 99)),
+        "max": rounded(max(values)) if values else None,
+    }
