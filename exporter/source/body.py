@@ -17,7 +17,14 @@ from typing import Final, Literal
 
 import httpx
 
-from exporter.source.models import may_hold_lone_surrogates, replace_lone_surrogates
+from exporter.source.models import (
+    MAX_NESTING,
+    TOO_DEEP,
+    DepthChecked,
+    may_hold_lone_surrogates,
+    nested_deeper_than,
+    replace_lone_surrogates,
+)
 
 DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
 # Records in one answer at most: a run history page holds 100; a run of 10,000 steps is
@@ -105,9 +112,9 @@ def _decode_text(text: str, max_records: int) -> object:
     return replace_lone_surrogates(value) if may_hold_lone_surrogates(text) else value
 
 
-def _decode_array(text: str, position: int, max_records: int) -> list[object]:
+def _decode_array(text: str, position: int, max_records: int) -> DepthChecked:
     """The array opened just before `position`, which must end the document."""
-    items: list[object] = []
+    items = DepthChecked()
     position = _skip_whitespace(text, position)
     if text.startswith("]", position):
         position += 1
@@ -115,8 +122,9 @@ def _decode_array(text: str, position: int, max_records: int) -> list[object]:
         while True:
             if len(items) >= max_records:
                 raise _TooManyRecords(max_records)
-            item, position = _DECODER.raw_decode(text, position)
-            items.append(item)
+            item, end = _DECODER.raw_decode(text, position)
+            items.append(_within_depth(item, text, position, end))
+            position = end
             position = _skip_whitespace(text, position)
             if text.startswith(",", position):
                 position = _skip_whitespace(text, position + 1)
@@ -128,6 +136,16 @@ def _decode_array(text: str, position: int, max_records: int) -> list[object]:
     if _skip_whitespace(text, position) != len(text):
         raise json.JSONDecodeError("extra data", text, position)
     return items
+
+
+def _within_depth(item: object, text: str, start: int, end: int) -> object:
+    """The item, or TOO_DEEP. A record whose text opens no more than MAX_NESTING
+    brackets cannot nest deeper (counted in C; brackets inside strings only make the
+    count larger), so nearly every record skips the walk through its values."""
+    brackets = text.count("{", start, end) + text.count("[", start, end)
+    if brackets > MAX_NESTING and nested_deeper_than(item, MAX_NESTING):
+        return TOO_DEEP
+    return item
 
 
 def _skip_whitespace(text: str, position: int) -> int:

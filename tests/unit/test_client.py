@@ -34,7 +34,14 @@ from exporter.errors import (
 )
 from exporter.source.body import Decoded, decode_json
 from exporter.source.client import OrchestraClient
-from exporter.source.models import MAX_NESTING, RejectedRecord
+from exporter.source.models import (
+    MAX_NESTING,
+    TOO_DEEP,
+    DepthChecked,
+    RejectedRecord,
+    Step,
+    parse_records,
+)
 from exporter.source.retry import RetryPolicy
 
 BASE = "https://orchestra.test/api/v1/workflow"
@@ -244,6 +251,25 @@ def test_decoding_frees_the_raw_body() -> None:
 
 
 # --------------------------------------------------------------------------- nesting
+
+
+def test_the_decoder_bounds_each_records_depth_once() -> None:
+    """A record deeper than MAX_NESTING is TOO_DEEP in its place; one whose text opens no
+    more brackets than that is provably shallow and never walked again by parse_records."""
+    deep: object = {"id": "deep"}
+    for _ in range(MAX_NESTING + 1):
+        deep = {"x": deep}
+    shallow_but_braced = {"id": "s1", "error": "{" * (2 * MAX_NESTING)}
+    bushy = {"id": "s2", "outputs": [[1]] * (MAX_NESTING + 1)}  # many brackets, 3 levels
+    raw = bytearray(json.dumps([STEP, deep, shallow_but_braced, bushy]).encode())
+    decoded = decode_json(raw, 10).value
+    assert isinstance(decoded, DepthChecked)
+    assert decoded == [STEP, TOO_DEEP, shallow_but_braced, bushy]
+    steps, rejected = parse_records(decoded, Step)
+    assert [step.id for step in steps] == [STEP["id"], "s1", "s2"]
+    assert [(r.index, r.reason) for r in rejected] == [
+        (1, f"nested deeper than {MAX_NESTING} levels")
+    ]
 
 
 def test_an_answer_nested_too_deeply_for_the_decoder_is_a_final_response_error() -> None:
