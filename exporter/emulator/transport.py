@@ -27,17 +27,18 @@ log = logging.getLogger(__name__)
 Serve = Callable[["RequestHandler", Request], None]
 
 
-class ThreadedServer(ThreadingHTTPServer):
-    """One thread per connection; every request goes to `serve`. Used by `Emulator.start`."""
+class ConnectionTracking(ThreadingHTTPServer):
+    """A threading HTTP server that knows its open connections, so that stopping it can
+    end idle keep-alive ones too (else a stopped server still answers on them). Also the
+    test OTLP receiver's base."""
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], serve: Serve) -> None:
-        self.serve = serve
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        super().__init__(address, RequestHandler)
+        super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
@@ -50,12 +51,19 @@ class ThreadedServer(ThreadingHTTPServer):
         super().shutdown_request(request)
 
     def close_open_connections(self) -> None:
-        """End idle keep-alive connections too, so a stopped emulator answers nothing."""
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
             with contextlib.suppress(OSError):  # already closed by the peer
                 connection.shutdown(socket.SHUT_RDWR)
+
+
+class ThreadedServer(ConnectionTracking):
+    """One thread per connection; every request goes to `serve`. Used by `Emulator.start`."""
+
+    def __init__(self, address: tuple[str, int], serve: Serve) -> None:
+        self.serve = serve
+        super().__init__(address, RequestHandler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients that time out or hang up mid-answer are part of the job, not news.

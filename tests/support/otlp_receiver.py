@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import gzip
 import json
-import socket
 import ssl
 import threading
 import time
@@ -30,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, NamedTuple, NoReturn, TypeVar
 from urllib.parse import urlsplit
@@ -48,6 +46,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from exporter.emulator.transport import ConnectionTracking
 from tests.support.tls import ServerTls
 
 __all__ = [
@@ -364,12 +363,9 @@ def _reply(
 HttpHandler = Callable[[str, Mapping[str, str], bytes], _HttpReply]
 
 
-class _OtlpHttpServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that can drop its keep-alive connections when it stops, and
-    serve TLS: the handshake runs in the connection's own thread, not in the accept loop."""
-
-    daemon_threads = True
-    allow_reuse_address = True
+class _OtlpHttpServer(ConnectionTracking):
+    """The emulator's connection-tracking server that can also serve TLS: the handshake
+    runs in the connection's own thread, not in the accept loop."""
 
     def __init__(
         self,
@@ -380,8 +376,6 @@ class _OtlpHttpServer(ThreadingHTTPServer):
     ) -> None:
         self.handle = handle
         self._on_handshake_failed = on_handshake_failed
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, _OtlpHttpHandler)
         if tls is not None:
             self.socket = tls.wrap_socket(
@@ -398,23 +392,6 @@ class _OtlpHttpServer(ThreadingHTTPServer):
                 return
             request.settimeout(None)
         super().finish_request(request, client_address)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
 
 
 class _OtlpHttpHandler(BaseHTTPRequestHandler):
@@ -473,7 +450,7 @@ class _HttpRunner:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-        self.server.drop_connections()
+        self.server.close_open_connections()
         self._thread.join(timeout=5)
 
 
