@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from tests.deploy.conftest import promtool  # noqa: F401  (a pytest fixture)
-from tests.e2e.latencies import summary_lines
+from tests.e2e.latencies import gather, summary_lines
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    gather(report)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

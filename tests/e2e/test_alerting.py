@@ -304,6 +304,7 @@ class World:
     alertmanager: Alertmanager
     webhook: Webhook
     ready_at: float  # time.time() when every part was up and the daemon scraped
+    test: pytest.Item  # where the measured latencies are recorded
 
     def run_end(self, workflow_id: str, run_id: str) -> float:
         """The run's end time (Unix seconds) as the API reports it, once it has ended."""
@@ -344,12 +345,14 @@ class World:
         self.alertmanager.program.check_alive()
 
     def measure(self, name: str, seconds: float) -> float:
-        record_latency(name, seconds)
+        record_latency(self.test, name, seconds)
         return seconds
 
 
 @pytest.fixture
-def world(programs: dict[str, Path], tmp_path: Path) -> Iterator[World]:
+def world(
+    programs: dict[str, Path], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[World]:
     now = time.time()
     scenario = Scenario(demo_workflows(now), clock=time.time, seed=5)
     for workflow_id in scenario.workflow_ids():
@@ -389,7 +392,16 @@ def world(programs: dict[str, Path], tmp_path: Path) -> Iterator[World]:
                 "Prometheus' first scrape of the daemon",
             )
             prometheus.reload(config)
-            yield World(scenario, emulator, daemon, prometheus, alertmanager, webhook, time.time())
+            yield World(
+                scenario,
+                emulator,
+                daemon,
+                prometheus,
+                alertmanager,
+                webhook,
+                time.time(),
+                request.node,
+            )
     finally:
         for stop in reversed(stack):
             stop()
