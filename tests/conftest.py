@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.latencies import gather, summary_lines
 from tests.support.fixtures import otlp_receiver, world  # noqa: F401  (pytest fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,3 +47,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="rewrite tests/golden/testdata from the current mapping (review the diff!)",
     )
+
+
+# The end-to-end tests' measured latencies (tests/e2e/latencies.py). These hooks live
+# here, not in tests/e2e/conftest.py: under pytest-xdist the controlling process, which
+# receives the reports and writes the summary, loads only this top-level conftest.
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    gather(report)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = summary_lines()
+    if lines:
+        terminalreporter.section("measured by the end-to-end tests")
+        for line in lines:
+            terminalreporter.write_line(line)
