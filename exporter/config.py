@@ -15,12 +15,13 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -109,13 +110,58 @@ CAPTURE_CONTENT_ALIAS: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTE
 KEYS_BY_FIELD: Final = {key.field: key for key in KEYS}
 
 
+def _workflow_list(value: object) -> object:
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",") if part.strip()]
+        if any(item.lower() == "all" for item in items):
+            if len(items) > 1:
+                raise ValueError("'all' cannot be combined with workflow ids")
+            return ()
+        return tuple(items)
+    return value
+
+
+def _shard(value: object) -> object:
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+        if match is None:
+            raise ValueError("must look like i/n, e.g. 0/3")
+        value = (int(match[1]), int(match[2]))
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        index, count = int(value[0]), int(value[1])
+        if count < 1 or not 0 <= index < count:
+            raise ValueError("needs n >= 1 and 0 <= i < n")
+        return (index, count)
+    return value
+
+
+def _http_addr(value: object) -> object:
+    # YAML 1.1 reads a bare `off` as False.
+    if value is None or value is False:
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("off", ""):
+        return None
+    if isinstance(value, str):
+        host, sep, port = value.strip().rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port (port 0-65535) or off")
+        return (host.strip("[]") or "127.0.0.1", int(port))
+    return value
+
+
+# Fields given as text in the environment, flags or YAML, parsed before validation.
+WorkflowIds = Annotated[tuple[str, ...], BeforeValidator(_workflow_list)]
+Shard = Annotated[tuple[int, int], BeforeValidator(_shard)]
+HttpAddr = Annotated[tuple[str, int] | None, BeforeValidator(_http_addr)]
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     base_url: str = DEFAULT_BASE_URL
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
-    workflows: tuple[str, ...] = ()  # empty: all
+    workflows: WorkflowIds = ()  # empty: all
     poll_interval: float = Field(30.0, gt=0, le=86_400, allow_inf_nan=False)
     # None: the poll interval (no faster polling while a run is in flight).
     poll_interval_min: float | None = Field(None, gt=0, le=86_400, allow_inf_nan=False)
@@ -127,8 +173,8 @@ class Settings(BaseModel):
     capture_content: bool = False
     content_max_length: int = Field(2048, ge=16, le=1_000_000)
     discovery_interval: float = Field(300.0, gt=0, allow_inf_nan=False)
-    shard: tuple[int, int] = (0, 1)
-    http_addr: tuple[str, int] | None = ("127.0.0.1", 9464)
+    shard: Shard = (0, 1)
+    http_addr: HttpAddr = ("127.0.0.1", 9464)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     api_timeout: float = Field(10.0, gt=0, le=600)
@@ -174,48 +220,6 @@ class Settings(BaseModel):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
-
-    @field_validator("workflows", mode="before")
-    @classmethod
-    def _workflow_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            items = [part.strip() for part in value.split(",") if part.strip()]
-            if any(item.lower() == "all" for item in items):
-                if len(items) > 1:
-                    raise ValueError("'all' cannot be combined with workflow ids")
-                return ()
-            return tuple(items)
-        return value
-
-    @field_validator("shard", mode="before")
-    @classmethod
-    def _shard(cls, value: object) -> object:
-        if isinstance(value, str):
-            match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
-            if match is None:
-                raise ValueError("must look like i/n, e.g. 0/3")
-            value = (int(match[1]), int(match[2]))
-        if isinstance(value, (tuple, list)) and len(value) == 2:
-            index, count = int(value[0]), int(value[1])
-            if count < 1 or not 0 <= index < count:
-                raise ValueError("needs n >= 1 and 0 <= i < n")
-            return (index, count)
-        return value
-
-    @field_validator("http_addr", mode="before")
-    @classmethod
-    def _http_addr(cls, value: object) -> object:
-        # YAML 1.1 reads a bare `off` as False.
-        if value is None or value is False:
-            return None
-        if isinstance(value, str) and value.strip().lower() in ("off", ""):
-            return None
-        if isinstance(value, str):
-            host, sep, port = value.strip().rpartition(":")
-            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-                raise ValueError("must be host:port (port 0-65535) or off")
-            return (host.strip("[]") or "127.0.0.1", int(port))
-        return value
 
     @field_validator("log_level", "log_format", "span_names", "traceparent_mode", mode="before")
     @classmethod
