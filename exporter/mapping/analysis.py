@@ -15,7 +15,7 @@ from exporter.mapping.cost import Cost, PriceTable, step_cost
 from exporter.mapping.genai import usage_counts
 from exporter.mapping.graph import WorkflowGraph
 from exporter.mapping.nodes import as_mapping
-from exporter.mapping.steps import StepIndex, StepView, upstream_nodes
+from exporter.mapping.steps import StepIndex, StepView, upstream_steps
 from exporter.mapping.timing import Interval, busy_ns, critical_path, waits
 
 
@@ -56,11 +56,8 @@ def analyse(
     by_id = {v.step.id: v for v in views}
 
     def predecessors(interval: Interval) -> list[Interval]:
-        view = by_id[interval.key]
-        found = (
-            index.latest_of(node, view.start_ns) for node in upstream_nodes(view, index, graph)
-        )
-        return [intervals[p.step.id] for p in found if p is not None and p.step.id in intervals]
+        upstream = upstream_steps(by_id[interval.key], index, graph)
+        return [intervals[step.step.id] for step in upstream]
 
     costs, unpriced = _costs(views, prices, origin)
     path = critical_path(list(intervals.values()), predecessors) if terminal else []

@@ -3,7 +3,7 @@
 The shape is the trace contract of docs/design.md ("Trace shape"): one trace per run, a root
 span covering its steps, one child span per step, deterministic ids, and times taken
 from the records (never from ``elapsed_time``, which is truncated to whole seconds).
-Spans are the SDK's `SpanSpec`, which the OTLP exporters encode as they are.
+Spans are `SpanSpec`s (mapping/otlp.py), each encoded once as the OTLP Span it is sent as.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from exporter.mapping import attributes as attr
 from exporter.mapping.analysis import RunAnalysis, analyse
@@ -40,7 +40,7 @@ from exporter.mapping.steps import (
     StepIndex,
     StepView,
     run_times,
-    upstream_nodes,
+    upstream_steps,
     view_step,
 )
 from exporter.mapping.traceparent import CallerContext, caller_context
@@ -103,6 +103,7 @@ class _Run:
     options: MappingOptions
     index: StepIndex
     facts: RunAnalysis
+    root: SpanContext  # the root span's context: the parent of every step and wait span
 
 
 def map_run(
@@ -126,7 +127,8 @@ def map_run(
     views, in_flight = _terminal_views(steps, workflow, terminal, run_end or run_start, problems)
     index = StepIndex.of(views)
     facts = analyse(views, index, workflow.graph, run_start, options.prices, terminal=terminal)
-    context = _Run(workflow, run, trace_id, caller, options, index, facts)
+    root_context = span_context(trace_id, root_span_id(run.id))
+    context = _Run(workflow, run, trace_id, caller, options, index, facts, root_context)
     new = [view for view in views if view.step.id not in already_exported]
     step_spans = {view.step.id: _step_span(view, context) for view in new}
     waits = {view.step.id: span for view in new if (span := _wait_span(view, context))}
@@ -138,8 +140,9 @@ def map_run(
     failed = [(step_spans[v.step.id], v.failure) for v in new if v.failure is not None]
     root = None
     if terminal:
-        root = _root_span(views, (run_start, run_end), context, problems)
-        if root is not None and (run_failure := _root_failure(run, views)) is not None:
+        run_failure = _root_failure(run, views)
+        root = _root_span(views, (run_start, run_end), run_failure, context, problems)
+        if root is not None and run_failure is not None:
             failed.append((root, run_failure))
     logs: tuple[LogRecord, ...] = ()
     if options.failure_logs:
@@ -197,7 +200,7 @@ def _step_span(view: StepView, context: _Run) -> SpanSpec:
     return SpanSpec(
         name=truncate(name or view.node_id or "step", MAX_NAME_LENGTH),
         context=span_context(context.trace_id, step_span_id(step.id)),
-        parent=span_context(context.trace_id, root_span_id(context.run.id)),
+        parent=context.root,
         attributes=_bounded(attributes, options.content_max_length),
         events=events,
         links=_upstream_links(view, context),
@@ -260,7 +263,7 @@ def _wait_span(view: StepView, context: _Run) -> SpanSpec | None:
     return SpanSpec(
         name=attr.WAIT_SPAN_NAME,
         context=span_context(context.trace_id, wait_span_id(view.step.id)),
-        parent=span_context(context.trace_id, root_span_id(context.run.id)),
+        parent=context.root,
         attributes=_bounded(attributes, context.options.content_max_length),
         kind=SpanKind.INTERNAL,
         start_time=view.start_ns - waited,
@@ -269,16 +272,14 @@ def _wait_span(view: StepView, context: _Run) -> SpanSpec | None:
 
 
 def _upstream_links(view: StepView, context: _Run) -> tuple[LinkSpec, ...]:
-    links = []
-    index = context.index
-    for parent_node in upstream_nodes(view, index, context.workflow.graph):
-        parent = index.latest_of(parent_node, before_ns=view.start_ns)
-        if parent is not None:
-            span = span_context(context.trace_id, step_span_id(parent.step.id))
-            links.append(LinkSpec(span, {attr.NODE_ID: truncate(parent_node, MAX_NAME_LENGTH)}))
-            if len(links) == MAX_LINKS:
-                break
-    return tuple(links)
+    upstream = upstream_steps(view, context.index, context.workflow.graph)[:MAX_LINKS]
+    return tuple(
+        LinkSpec(
+            span_context(context.trace_id, step_span_id(parent.step.id)),
+            {attr.NODE_ID: truncate(parent.node_id, MAX_NAME_LENGTH)},
+        )
+        for parent in upstream
+    )
 
 
 # --- root ------------------------------------------------------------------------------
@@ -287,6 +288,7 @@ def _upstream_links(view: StepView, context: _Run) -> tuple[LinkSpec, ...]:
 def _root_span(
     views: Sequence[StepView],
     run_window: tuple[int | None, int | None],
+    failure: Failure | None,
     context: _Run,
     problems: list[Problem],
 ) -> SpanSpec | None:
@@ -298,7 +300,6 @@ def _root_span(
         return None
     start = min(starts) if starts else min(ends)
     end = max(max(ends) if ends else start, start)
-    failure = _root_failure(run, views)
     attributes = _common_attributes(workflow, run)
     attributes[attr.GEN_AI_OPERATION_NAME] = attr.OP_INVOKE_WORKFLOW
     if workflow.name:
@@ -324,7 +325,7 @@ def _root_span(
     links = () if caller.context is None or parent is not None else (LinkSpec(caller.context, {}),)
     return SpanSpec(
         name=truncate(name, MAX_NAME_LENGTH),
-        context=span_context(context.trace_id, root_span_id(run.id)),
+        context=context.root,
         parent=parent,
         attributes=_bounded(attributes, options.content_max_length),
         events=_exception_events(failure, end, options),

@@ -125,3 +125,9 @@ def upstream_nodes(view: StepView, index: StepIndex, graph: WorkflowGraph) -> tu
     # No graph: input_data keys that name another step's node are its inputs' sources.
     input_data = as_mapping(as_mapping(view.step.inputs).get("input_data"))
     return tuple(key for key in input_data if key in index.by_node and key != view.node_id)
+
+
+def upstream_steps(view: StepView, index: StepIndex, graph: WorkflowGraph) -> list[StepView]:
+    """The step of each upstream node that fed this one: its latest run before it started."""
+    found = (index.latest_of(node, view.start_ns) for node in upstream_nodes(view, index, graph))
+    return [step for step in found if step is not None]
