@@ -22,7 +22,7 @@ from exporter.collect import settle_all
 from exporter.delivery import Delivery
 from exporter.errors import ConfigError, MappingError
 from exporter.mapping.spans import WorkflowInfo
-from exporter.mapping.status import run_is_terminal
+from exporter.mapping.steps import run_ended
 from exporter.mapping.timeparse import lenient_timestamp_ns, parse_timestamp_ns
 from exporter.poller import Poller
 from exporter.results import PollResult
@@ -158,7 +158,7 @@ async def _runs_in_window(
         async for page in pages:
             states = ledger.run_states(info.workflow_id, [run.id for run in page])
             for run in page:
-                if not window.holds(run) or not _finished(run):
+                if not window.holds(run) or not run_ended(run):
                     continue
                 progress.runs_found += 1
                 state = states.get(run.id)
@@ -170,11 +170,6 @@ async def _runs_in_window(
             if _all_older(page, window.since_ns):
                 break
     return found
-
-
-def _finished(run: Run) -> bool:
-    has_end = lenient_timestamp_ns(run.end_time) is not None
-    return run_is_terminal(run.status, has_end_time=has_end)
 
 
 def _all_older(page: Sequence[Run], since_ns: int) -> bool:

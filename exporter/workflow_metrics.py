@@ -39,7 +39,7 @@ from exporter.mapping.ids import format_span_id, format_trace_id
 from exporter.mapping.options import MappingOptions
 from exporter.mapping.otlp import SpanSpec
 from exporter.mapping.spans import MAX_NAME_LENGTH, WorkflowInfo
-from exporter.mapping.status import run_is_terminal
+from exporter.mapping.steps import run_ended
 from exporter.mapping.timeparse import lenient_timestamp_ns
 from exporter.source.models import Run
 
@@ -488,7 +488,7 @@ class RunsInFlight:
             starts = {
                 run.id: _start_seconds(run, known.get(run.id, now))
                 for run in runs
-                if _in_flight(run)
+                if not run_ended(run)
             }
             self._workflows[info.workflow_id] = _WorkflowInFlight(labels, starts)
         return len(starts)
@@ -516,12 +516,6 @@ class RunsInFlight:
         return self._clock()
 
 
-def _in_flight(run: Run) -> bool:
-    # The same verdict map_run gives: an unreadable end time counts as no end time.
-    has_end = lenient_timestamp_ns(run.end_time) is not None
-    return not run_is_terminal(run.status, has_end_time=has_end)
-
-
 def _start_seconds(run: Run, fallback: float) -> float:
     start = lenient_timestamp_ns(run.start_time)
     return fallback if start is None else start / 1e9
@@ -534,7 +528,7 @@ class InFlightCollector(Collector):
         self._in_flight = in_flight
 
     def collect(self) -> Iterator[Metric]:
-        labels = ["workflow_id", "workflow"]
+        labels = list(WORKFLOW_LABELS)
         count = GaugeMetricFamily(
             "orchestra_runs_in_flight",
             "Runs started and not finished, per workflow, as of its last poll",

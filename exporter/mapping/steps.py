@@ -13,7 +13,8 @@ from exporter.errors import MappingError
 from exporter.mapping.failure import Failure, step_failure
 from exporter.mapping.graph import WorkflowGraph
 from exporter.mapping.nodes import as_mapping, infer_node_type
-from exporter.mapping.timeparse import parse_optional_timestamp_ns
+from exporter.mapping.status import run_is_terminal
+from exporter.mapping.timeparse import lenient_timestamp_ns, parse_optional_timestamp_ns
 from exporter.source.models import Run, Step
 
 
@@ -51,6 +52,11 @@ def run_times(run: Run, problems: list[Problem]) -> tuple[int | None, int | None
         optional_time(run.start_time, f"run {run.id}", "start_time", problems),
         optional_time(run.end_time, f"run {run.id}", "end_time", problems),
     )
+
+
+def run_ended(run: Run) -> bool:
+    """Whether the run is over, as map_run judges it (an unreadable end time is none)."""
+    return run_is_terminal(run.status, has_end_time=lenient_timestamp_ns(run.end_time) is not None)
 
 
 def optional_time(value: object, record: str, name: str, problems: list[Problem]) -> int | None:
