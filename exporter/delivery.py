@@ -93,10 +93,11 @@ class Delivery:
         self._monotonic = monotonic  # the backoff's clock: wall-clock jumps must not move it
         self._worker = ExportWorker()
         self._backoff = {signal: _Backoff() for signal in SIGNALS}
-
-    @property
-    def sink_name(self) -> str:
-        return self._sink.name
+        # The totals confirmations add to: persisted ones first (older versions' labels
+        # upgraded), so a restart neither loses nor double-counts.
+        telemetry.book.load(
+            ledger.metric_series(), {"gen_ai_provider_name": options.genai_provider}
+        )
 
     def capture(self, captures: Sequence[Capture], result: PollResult) -> None:
         if captures:
@@ -124,7 +125,7 @@ class Delivery:
             rows = self._ledger.spooled(self._settings.export_batch_size, after, signal)
             if not rows:
                 return
-            batch = self._batch(rows)
+            batch = self._batch(rows, signal)
             after = batch.ids[-1]
             count = len(batch.payloads)
             if count and not await self._send(signal, self._framer.request(batch.payloads), count):
@@ -138,11 +139,11 @@ class Delivery:
                 result.logs_exported += count
             self._reporter.skipped(_UNREADABLE_KIND[signal], batch.unreadable)
 
-    def _batch(self, rows: Sequence[Spooled]) -> _Batch:
+    def _batch(self, rows: Sequence[Spooled], signal: Signal) -> _Batch:
         """The longest run of rows within the byte budget (always at least one row)."""
         batch, size = _Batch(), 0
         for row in rows:
-            outgoing = self._readable(row)
+            outgoing = self._readable(row, signal)
             if outgoing is not None:
                 size += len(outgoing.payload)
                 if size > self._settings.export_batch_bytes and batch.ids:
@@ -166,9 +167,9 @@ class Delivery:
             self._reporter.skipped("spooled_samples", 1)
             return SpoolFacts([])
 
-    def _readable(self, row: Spooled) -> Outgoing | None:
+    def _readable(self, row: Spooled, signal: Signal) -> Outgoing | None:
         if isinstance(row.payload, bytes):
-            return Outgoing(TRACES, row.payload, row.samples or "")
+            return Outgoing(signal, row.payload, row.samples or "")
         try:
             return legacy_outgoing(row.payload)  # spooled as JSON before schema 4
         except StateError as exc:

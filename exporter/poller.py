@@ -70,9 +70,6 @@ class Poller:
         self.ledger = ledger
         self.settings = settings
         self.telemetry = telemetry or Telemetry()
-        self.telemetry.book.load(
-            ledger.metric_series(), {"gen_ai_provider_name": options.genai_provider}
-        )
         self._clock = clock
         self.reporter = ProblemReporter(self.telemetry)
         self.workflows = WorkflowSet(
