@@ -10,7 +10,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from exporter import __version__
 from exporter.config import KEY_SHAPE, Settings, is_api_key_shaped
 from exporter.errors import ApiAuthError
-from exporter.logs import redact_also
+from exporter.logs import Condition, redact_also
 from exporter.mapping.options import MappingOptions, default_scope
 from exporter.poller import Poller, PollSettings
 from exporter.results import PollResult
@@ -71,8 +71,8 @@ class Runtime:
     sink: SpanSink
     poller: Poller
     _api_key: str = ""
-    _auth: Condition = field(default_factory=lambda: Condition("auth"))
-    _ledger_condition: Condition = field(default_factory=lambda: Condition("ledger"))
+    _auth: Condition = field(default_factory=lambda: Condition(log))
+    _ledger_condition: Condition = field(default_factory=lambda: Condition(log))
     _last_errors: frozenset[str] = frozenset()
     _refused_key: str = ""
 
@@ -155,23 +155,6 @@ class Runtime:
             ended="the API accepts the key again; polling resumed",
             level=logging.ERROR,
         )
-
-
-@dataclass
-class Condition:
-    """A persistent condition, logged when it starts and when it ends, not at every poll."""
-
-    name: str
-    active: bool = False
-
-    def update(
-        self, active: bool, *, started: str, ended: str, level: int = logging.WARNING
-    ) -> None:
-        if active and not self.active:
-            log.log(level, "%s", started)
-        elif self.active and not active:
-            log.warning("%s", ended)
-        self.active = active
 
 
 def open_runtime(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Final
 
@@ -22,6 +23,30 @@ _STANDARD_FIELDS: Final = frozenset(vars(logging.makeLogRecord({})).keys()) | {"
 # Libraries whose debug output carries raw request headers (httpcore's errors quote an
 # illegal header value, hpack logs the headers it encodes): never below INFO.
 _HEADER_LOGGERS: Final = ("httpcore", "hpack", "h2")
+
+
+@dataclass
+class Condition:
+    """A persistent condition, logged when it starts and when it ends, not at every poll
+    (a rejected key, an unusable state file, polls falling behind their tick)."""
+
+    log: logging.Logger  # whose lines they are
+    active: bool = False
+
+    def update(
+        self,
+        active: bool,
+        *,
+        started: str,
+        ended: str,
+        level: int = logging.WARNING,
+        ended_level: int = logging.WARNING,
+    ) -> None:
+        if active and not self.active:
+            self.log.log(level, "%s", started)
+        elif self.active and not active:
+            self.log.log(ended_level, "%s", ended)
+        self.active = active
 
 
 def secret_forms(secret: str) -> set[str]:

@@ -26,6 +26,8 @@ from apscheduler.events import (
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from exporter.logs import Condition
+
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 20.0
@@ -186,10 +188,14 @@ class Overruns:
     """
 
     def __init__(self, interval: float, on_overrun: Callable[[], None]) -> None:
-        self._interval = interval
         self._on_overrun = on_overrun
-        self._behind = False
+        self._behind = Condition(log)
         self._skipped_since_last = 0
+        self._started = (
+            f"a poll takes longer than the {interval:g}s interval: ticks are skipped until "
+            "it ends (orchestra_otel_poll_overruns_total)"
+        )
+        self._ended = f"polls keep up with the {interval:g}s interval again"
 
     def event(self, event: JobEvent) -> None:
         try:
@@ -198,17 +204,19 @@ class Overruns:
             if event.code == EVENT_JOB_MAX_INSTANCES:
                 self._skipped_since_last += 1
                 self._on_overrun()
-                if not self._behind:
-                    self._behind = True
-                    log.info(
-                        "a poll takes longer than the %gs interval: ticks are skipped until "
-                        "it ends (orchestra_otel_poll_overruns_total)",
-                        self._interval,
-                    )
+                self._say(behind=True)
             elif event.code == EVENT_JOB_EXECUTED:
-                if self._behind and not self._skipped_since_last:
-                    self._behind = False
-                    log.info("polls keep up with the %gs interval again", self._interval)
+                # Behind until a poll ends with no tick skipped since the one before.
+                self._say(behind=self._skipped_since_last > 0)
                 self._skipped_since_last = 0
         except Exception:  # a listener must never raise into the scheduler
             pass
+
+    def _say(self, *, behind: bool) -> None:
+        self._behind.update(
+            behind,
+            started=self._started,
+            ended=self._ended,
+            level=logging.INFO,
+            ended_level=logging.INFO,
+        )

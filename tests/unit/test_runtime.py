@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.app import Condition, Runtime
+from exporter.app import Runtime
 from exporter.config import Settings
 from exporter.emulator import FaultRule
 from exporter.emulator.demo import JOKE_TO_SLACK_ID, SUPPORT_TRIAGE_ID
+from exporter.logs import Condition
 from exporter.results import PollResult
 from exporter.schedule import ScheduleSettings
 from tests.support.clock import ManualClock
@@ -43,7 +44,7 @@ def _said(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord
 def test_a_condition_is_said_when_it_starts_and_when_it_ends(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    condition = Condition("test")
+    condition = Condition(logging.getLogger("exporter.app"))
     with caplog.at_level(logging.INFO, logger="exporter.app"):
         for active in (False, True, True, True, False, False, True):
             condition.update(active, started="it began", ended="it is over", level=logging.ERROR)
