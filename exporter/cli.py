@@ -27,7 +27,6 @@ from exporter.mapping.graph import graph_from_api
 from exporter.mapping.spans import WorkflowInfo, map_run
 from exporter.mapping.timeparse import lenient_timestamp_ns
 from exporter.results import PollResult
-from exporter.schedule import PollSchedule
 from exporter.scheduler import Daemon
 from exporter.sink.base import SpanSink
 from exporter.sink.encoding import Framer, to_otlp_json
@@ -215,7 +214,7 @@ async def _daemon(
         "orchestra-otel %s: polling %s %s; exporting to %s",
         __version__,
         settings.shown_base_url,
-        runtime.poller.schedule.describe(),
+        schedule.describe(),
         sink.name,
     )
 
@@ -403,7 +402,7 @@ async def _check(settings: Settings) -> int:
             await runtime.close()
     otlp_ok, detail = await asyncio.to_thread(_check_otlp, settings)
     print(f"OTLP endpoint: {'ok' if otlp_ok else 'FAILED'}, {detail}")
-    print(f"polling: {PollSchedule(settings.schedule).describe()}")
+    print(f"polling: {settings.schedule.describe()}")
     if settings.http_addr is None:
         print("metrics endpoint: off (ORCHESTRA_HTTP_ADDR=off)")
     else:

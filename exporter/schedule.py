@@ -35,6 +35,21 @@ class ScheduleSettings:
         """How often the daemon wakes up to poll what is due."""
         return min(self.interval_s, self.min_interval_s)
 
+    def describe(self) -> str:
+        """The schedule in words, for `check` and the start-up line."""
+        if self.max_interval_s <= self.interval_s:
+            idle = f"every {self.interval_s:g}s when idle (back-off off)"
+        else:
+            idle = (
+                f"idle workflows back off from {self.interval_s:g}s, doubling, "
+                f"to {self.max_interval_s:g}s"
+            )
+        return (
+            f"every {self.min_interval_s:g}s while a run is in flight, every "
+            f"{self.interval_s:g}s for {self.active_window_s:g}s after a run was "
+            f"seen, {idle}"
+        )
+
 
 @dataclass
 class _Workflow:
@@ -51,7 +66,7 @@ class PollSchedule:
     Invariants: a workflow never waits longer than max_interval_s between polls, nor
     longer than min_interval_s while it has a run in flight; a workflow whose poll failed
     is asked again after the base interval (the min interval while in flight). Owned by
-    the Poller; read by `check` and the metrics.
+    the Poller; read by the metrics (`check` describes its settings).
     """
 
     def __init__(self, settings: ScheduleSettings) -> None:
@@ -115,18 +130,3 @@ class PollSchedule:
         for entry in self._workflows.values():
             counts[entry.state] += 1
         return counts
-
-    def describe(self) -> str:
-        settings = self.settings
-        if settings.max_interval_s <= settings.interval_s:
-            idle = f"every {settings.interval_s:g}s when idle (back-off off)"
-        else:
-            idle = (
-                f"idle workflows back off from {settings.interval_s:g}s, doubling, "
-                f"to {settings.max_interval_s:g}s"
-            )
-        return (
-            f"every {settings.min_interval_s:g}s while a run is in flight, every "
-            f"{settings.interval_s:g}s for {settings.active_window_s:g}s after a run was "
-            f"seen, {idle}"
-        )

@@ -99,7 +99,7 @@ def test_max_equal_to_the_interval_turns_the_back_off_off() -> None:
     fixed = ScheduleSettings(interval_s=INTERVAL, min_interval_s=INTERVAL, max_interval_s=INTERVAL)
     schedule = PollSchedule(fixed)
     assert _quiet_waits(schedule, T0, 10) == [INTERVAL] * 10
-    assert "back-off off" in schedule.describe()
+    assert "back-off off" in schedule.settings.describe()
 
 
 def test_a_new_run_ends_the_back_off_and_it_starts_again_from_twice_the_interval() -> None:
@@ -199,12 +199,12 @@ def test_a_listing_answered_after_its_tick_is_due_again_at_the_next_tick() -> No
 
 
 def test_describe_says_each_pace() -> None:
-    assert PollSchedule(SETTINGS).describe() == (
+    assert SETTINGS.describe() == (
         "every 5s while a run is in flight, every 30s for 120s after a run was seen, "
         "idle workflows back off from 30s, doubling, to 300s"
     )
     fixed = ScheduleSettings(interval_s=10.0, min_interval_s=10.0, max_interval_s=10.0)
-    assert PollSchedule(fixed).describe() == (
+    assert fixed.describe() == (
         "every 10s while a run is in flight, every 10s for 300s after a run was seen, "
         "every 10s when idle (back-off off)"
     )
