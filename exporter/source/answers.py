@@ -8,7 +8,6 @@ and gets back the decoded JSON or one of the exceptions of exporter/errors.py.
 from __future__ import annotations
 
 import json
-from typing import Final
 
 import httpx
 
@@ -21,12 +20,11 @@ from exporter.errors import (
     ApiResponseTooLargeError,
     ApiUnavailableError,
 )
+from exporter.logs import REDACTED
 from exporter.source.body import decode_json
 from exporter.source.pause import RetryAfterGate
 from exporter.source.retry import is_retryable_status
 from exporter.source.stats import ClientStats
-
-_REDACTED: Final = "[REDACTED]"
 
 
 class AnswerCheck:
@@ -102,7 +100,7 @@ class AnswerCheck:
     def _redacted(self, text: str) -> str:
         """The API may quote the token back in its error text; errors must never hold it."""
         key = self.api_key
-        return text.replace(key, _REDACTED) if len(key) >= 4 else text
+        return text.replace(key, REDACTED) if len(key) >= 4 else text
 
 
 def _detail(raw: bytes | bytearray) -> str:

@@ -148,11 +148,11 @@ class ApiTransport:
                 endpoint=endpoint,
             ) from exc
         except httpx.HTTPError as exc:
-            if _certificate_failure(exc):
+            if reason := _certificate_failure(exc):
                 self.stats.count(endpoint, "tls_error")
                 raise ApiRequestError(
                     f"{endpoint}: the API's TLS certificate could not be verified "
-                    f"({_certificate_failure(exc)}); if it is signed by a private CA, "
+                    f"({reason}); if it is signed by a private CA, "
                     "set ORCHESTRA_CA_FILE to that CA's certificate (PEM)",
                     endpoint=endpoint,
                 ) from exc
